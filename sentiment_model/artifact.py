@@ -1,0 +1,285 @@
+"""Export a trained pipeline as a versioned, verifiable artifact, and load it back safely.
+
+An artifact is a directory ``models/<name>-<version>/`` holding
+
+* ``model.skops``: the pipeline in skops' format. Loading it never runs code from the file
+  (unlike pickle / joblib): only types on skops' list of safe types (numpy, scikit-learn
+  estimators, builtins) may be rebuilt, and a file that names any other type is refused.
+* ``metadata.json``: what the model is, how it was trained, how well it did, and the sha256 of
+  ``model.skops`` so a changed or truncated file is caught before it is used.
+
+``models/LATEST`` names the default artifact, which the servers load without configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import warnings
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import sklearn
+import skops
+import skops.io as sio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from skops.io.exceptions import UntrustedTypesFoundException
+
+MODEL_FILE = "model.skops"
+METADATA_FILE = "metadata.json"
+LATEST_FILE = "LATEST"
+MODELS_ROOT = Path(__file__).resolve().parent.parent / "models"
+
+
+class ModelLoadError(Exception):
+    """An artifact could not be loaded; the message names the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class ArtifactNotFoundError(ModelLoadError):
+    """The artifact directory or one of its files does not exist."""
+
+
+class MetadataError(ModelLoadError):
+    """metadata.json is not valid JSON or lacks a required field."""
+
+
+class ChecksumMismatchError(ModelLoadError):
+    """model.skops does not have the sha256 that metadata.json records."""
+
+
+class CorruptArtifactError(ModelLoadError):
+    """model.skops is not a readable skops archive, or holds something other than a model."""
+
+
+class UntrustedTypeError(ModelLoadError):
+    """model.skops asks to rebuild a type outside the allow-list."""
+
+
+class ModelVersionWarning(UserWarning):
+    """The artifact was trained with another scikit-learn version than the one running."""
+
+
+class ArtifactMetadata(BaseModel):
+    """The contents of metadata.json."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str
+    version: str
+    created_at: str
+    labels: list[str] = Field(min_length=2)
+    hyperparameters: dict
+    data: dict
+    metrics: dict
+    python_version: str
+    sklearn_version: str
+    skops_version: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int
+
+
+class Prediction(NamedTuple):
+    """One text's result: the label and the probability the model gives that label."""
+
+    label: str
+    score: float
+
+
+class SentimentModel:
+    """A loaded artifact: a pure ``predict`` plus the metadata that describes it."""
+
+    def __init__(self, pipeline, metadata: ArtifactMetadata, path: Path):
+        self.pipeline = pipeline
+        self.metadata = metadata
+        self.path = path
+        self.labels = tuple(metadata.labels)
+
+    @property
+    def version(self) -> str:
+        """The artifact's unique version, e.g. ``20261126-1a2b3c4d``."""
+        return self.metadata.version
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Class probabilities, one row per text, columns in ``labels`` order."""
+        return self.pipeline.predict_proba(texts)
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        """Label and score for each text, in input order. Has no side effects."""
+        if not texts:
+            return []
+        proba = self.pipeline.predict_proba(texts)
+        best = proba.argmax(axis=1)
+        scores = proba[np.arange(len(best)), best]
+        return [
+            Prediction(self.labels[i], float(s))
+            for i, s in zip(best.tolist(), scores.tolist(), strict=True)
+        ]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def compact_for_export(pipeline) -> dict:
+    """Shrink a fitted pipeline for serving, in place, without changing a single prediction.
+
+    * ``TfidfVectorizer.stop_words_`` (every term cut by min_df / max_df, kept only for
+      introspection) is deleted. scikit-learn >= 1.6 no longer stores it; older versions do,
+      and it can be larger than the vocabulary itself.
+    * The fitted ``vocabulary_`` dict becomes the ``vocabulary`` parameter, as a numpy array of
+      terms in column order. skops writes a dict as one JSON node per entry (hundreds of MB of
+      schema and seconds to load for 374k terms) but an array as one compact ``.npy`` member;
+      scikit-learn rebuilds the same term -> column dict from it on first use.
+
+    Returns what was done, for the metadata.
+    """
+    report = {"stop_words_removed": 0, "vocabulary_terms": 0}
+    for _, step in pipeline.steps:
+        if hasattr(step, "stop_words_"):
+            report["stop_words_removed"] += len(step.stop_words_)
+            del step.stop_words_
+        if isinstance(getattr(step, "vocabulary_", None), dict) and step.vocabulary is None:
+            terms = sorted(step.vocabulary_, key=step.vocabulary_.__getitem__)
+            step.set_params(vocabulary=np.array(terms))
+            del step.vocabulary_
+            report["vocabulary_terms"] += len(terms)
+    return report
+
+
+def export_model(
+    pipeline,
+    *,
+    name: str,
+    hyperparameters: dict,
+    data: dict,
+    metrics: dict,
+    labels: tuple[str, ...] = ("negative", "positive"),
+    models_root: Path = MODELS_ROOT,
+    make_latest: bool = True,
+) -> Path:
+    """Write ``models_root/<name>-<version>/`` and return its path.
+
+    The version is the UTC date plus the first 8 hex digits of the model file's sha256, so two
+    different models never share a version. With ``make_latest`` the artifact becomes the
+    default that the servers load.
+    """
+    compaction = compact_for_export(pipeline)
+    models_root = Path(models_root)
+    models_root.mkdir(parents=True, exist_ok=True)
+    staging = models_root / f".staging-{name}"
+    staging.mkdir(exist_ok=True)
+    model_path = staging / MODEL_FILE
+    sio.dump(pipeline, model_path, compression=zipfile.ZIP_DEFLATED)
+    digest = sha256_file(model_path)
+    created = datetime.now(timezone.utc)
+    version = f"{created:%Y%m%d}-{digest[:8]}"
+    metadata = ArtifactMetadata(
+        name=name,
+        version=version,
+        created_at=created.isoformat(timespec="seconds"),
+        labels=list(labels),
+        hyperparameters=hyperparameters,
+        data=data,
+        metrics=metrics,
+        python_version=platform.python_version(),
+        sklearn_version=sklearn.__version__,
+        skops_version=skops.__version__,
+        sha256=digest,
+        size_bytes=model_path.stat().st_size,
+        compaction=compaction,
+    )
+    (staging / METADATA_FILE).write_text(metadata.model_dump_json(indent=2) + "\n")
+    final = models_root / f"{name}-{version}"
+    if final.exists():  # same bytes exported twice on one day: same artifact
+        for f in final.iterdir():
+            f.unlink()
+        final.rmdir()
+    staging.rename(final)  # appears whole or not at all
+    if make_latest:
+        (models_root / LATEST_FILE).write_text(final.name + "\n")
+    return final
+
+
+def default_model_dir(models_root: Path = MODELS_ROOT) -> Path:
+    """The artifact named in ``models/LATEST`` (written by the last default export)."""
+    pointer = Path(models_root) / LATEST_FILE
+    if not pointer.is_file():
+        raise ArtifactNotFoundError(
+            pointer, "no default model yet: run `make model` (python -m sentiment_model.train)"
+        )
+    return Path(models_root) / pointer.read_text().strip()
+
+
+def read_metadata(path: Path) -> ArtifactMetadata:
+    """Parse and validate ``metadata.json`` in an artifact directory."""
+    meta_path = Path(path) / METADATA_FILE
+    if not meta_path.is_file():
+        raise ArtifactNotFoundError(meta_path, "metadata file is missing")
+    try:
+        return ArtifactMetadata.model_validate_json(meta_path.read_bytes())
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'document'}: {err['msg']}" for err in e.errors()
+        )
+        raise MetadataError(meta_path, f"invalid metadata ({problems})") from None
+
+
+def load_model(path: Path | str | None = None) -> SentimentModel:
+    """Load and verify an artifact directory (default: ``models/LATEST``).
+
+    Checks, in order: the directory and both files exist, the metadata is valid, the sha256
+    matches, the archive holds only trusted types, and it unpacks to a classifier with the
+    metadata's labels. Each failure raises its own :class:`ModelLoadError` subclass. The model
+    answers one warm-up prediction before it is returned, so the first request is not slow.
+    """
+    path = default_model_dir() if path is None else Path(path)
+    if not path.is_dir():
+        raise ArtifactNotFoundError(path, "model directory does not exist")
+    model_path = path / MODEL_FILE
+    if not model_path.is_file():
+        raise ArtifactNotFoundError(model_path, "model file is missing")
+    metadata = read_metadata(path)
+
+    digest = sha256_file(model_path)
+    if digest != metadata.sha256:
+        raise ChecksumMismatchError(
+            model_path, f"sha256 is {digest[:12]}..., metadata says {metadata.sha256[:12]}..."
+        )
+    try:
+        # trusted=None: only skops' default safe types; anything else raises before it is built.
+        pipeline = sio.load(model_path, trusted=None)
+    except UntrustedTypesFoundException as e:
+        raise UntrustedTypeError(model_path, f"refusing untrusted types: {e}") from None
+    except Exception as e:  # zipfile.BadZipFile, KeyError, json errors, ...
+        raise CorruptArtifactError(
+            model_path, f"cannot read the archive ({type(e).__name__}: {e})"
+        ) from e
+    if not hasattr(pipeline, "predict_proba") or len(getattr(pipeline, "classes_", [])) != len(
+        metadata.labels
+    ):
+        raise CorruptArtifactError(
+            model_path, f"holds a {type(pipeline).__name__}, not a classifier for {metadata.labels}"
+        )
+    if metadata.sklearn_version != sklearn.__version__:
+        warnings.warn(
+            f"{model_path}: trained with scikit-learn {metadata.sklearn_version}, running "
+            f"{sklearn.__version__}; predictions may differ. Re-train with `make model`.",
+            ModelVersionWarning,
+            stacklevel=2,
+        )
+    model = SentimentModel(pipeline, metadata, path)
+    model.predict(["warm-up"])  # builds the term -> column dict now, not on the first request
+    return model
