@@ -1,0 +1,19 @@
+# Shortcuts for tasks.py, which needs nothing but Python 3.10+ (use it where make is missing).
+PYTHON ?= python3
+STAGE ?= batched
+
+.PHONY: setup serve test model lab bench lint
+setup:          ## create .venv, install requirements, train the default model if missing
+	$(PYTHON) tasks.py setup
+serve:          ## run a stage on 127.0.0.1:8000: make serve STAGE=naive|validated|metrics|batched
+	$(PYTHON) tasks.py serve --stage $(STAGE)
+test:           ## the whole test suite, notebooks included
+	$(PYTHON) tasks.py test
+model:          ## (re)train and export the default model
+	$(PYTHON) tasks.py model
+lab:            ## open JupyterLab on the notebooks
+	$(PYTHON) tasks.py lab
+bench:          ## load-test every stage and plot the results
+	$(PYTHON) tasks.py bench
+lint:           ## ruff check + format check
+	$(PYTHON) tasks.py lint

@@ -1,0 +1,1 @@
+"""Load testing: locust file, benchmark runner and plots."""

@@ -1,0 +1,1 @@
+"""Serving building blocks shared by the server stages."""
