@@ -1,0 +1,133 @@
+"""Stage 3, metrics: the validated server plus Prometheus metrics, JSON logs and request ids.
+
+Run from the repository root:
+    uvicorn --app-dir lessons/03_metrics inference_server:app --host 127.0.0.1 --port 8000
+"""
+
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import Response
+
+from sentiment_model import Prediction, SentimentModel, load_model
+from sentiment_model.data import clean_text
+from serving.asgi import BodyLimitMiddleware, ObservabilityMiddleware
+from serving.errors import install_error_handlers
+from serving.logs import configure_logging, prediction_fields
+from serving.metrics import Metrics
+from serving.schemas import (
+    BatchResponse,
+    HealthResponse,
+    LabelScore,
+    PredictResponse,
+    json_response,
+    request_models,
+)
+from serving.settings import load_settings
+
+# --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -----------
+settings = load_settings()
+PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
+log = configure_logging(settings.log_path, settings.log_level)
+metrics = Metrics()
+
+
+# --- Start-up: load the model once, before the first request ---------------------------------
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    started = time.perf_counter()
+    model = load_model(settings.model_dir)
+    app.state.model = model
+    metrics.set_model(model.version, model.metadata.sklearn_version)
+    log.info(
+        "model_loaded",
+        extra={
+            "model_version": model.version,
+            "load_seconds": round(time.perf_counter() - started, 3),
+            "settings": settings.model_dump(mode="json"),
+        },
+    )
+    yield
+    log.info("shutdown", extra={"model_version": model.version})
+
+
+app = FastAPI(title="Sentiment inference server (stage 3: metrics)", lifespan=lifespan)
+app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+app.add_middleware(ObservabilityMiddleware, metrics=metrics, logger=log)  # outermost
+install_error_handlers(app)
+
+
+# --- Dependencies ----------------------------------------------------------------------------
+# `async def` for a plain lookup: FastAPI runs a `def` dependency in its thread pool.
+async def get_model(request: Request) -> SentimentModel:
+    return request.app.state.model
+
+
+Model = Annotated[SentimentModel, Depends(get_model)]
+
+
+def elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def run_model(model: SentimentModel, texts: list[str]) -> list[Prediction]:
+    """One model call, timed (in this stage every request is a "batch" of its own texts)."""
+    started = time.perf_counter()
+    predictions = model.predict(texts)
+    metrics.observe_batch(len(texts), time.perf_counter() - started)
+    return predictions
+
+
+# --- Routes: validate -> preprocess -> infer -> postprocess ----------------------------------
+# Plain `def`: FastAPI runs them in its thread pool, so the CPU-bound model call never blocks
+# the event loop (which keeps accepting connections and answering /health meanwhile).
+@app.get("/health", response_model=HealthResponse)
+def health(model: Model) -> Response:
+    return json_response(HealthResponse(model_loaded=True, model_version=model.version))
+
+
+@app.get("/model")
+def model_info(model: Model) -> Response:
+    return json_response(model.metadata)
+
+
+@app.get("/metrics")
+def prometheus_metrics() -> Response:
+    return metrics.response()
+
+
+@app.post("/predict", response_model=PredictResponse)
+def predict(body: PredictRequest, model: Model, request: Request) -> Response:
+    started = time.perf_counter()
+    texts = [clean_text(body.text)]  # the same cleaning as the training data
+    [prediction] = run_model(model, texts)
+    metrics.count_labels([prediction.label])
+    request.state.log.update(prediction_fields([body.text], model.version, 1, settings.log_text))
+    return json_response(
+        PredictResponse(
+            label=prediction.label,
+            score=prediction.score,
+            model_version=model.version,
+            latency_ms=elapsed_ms(started),
+        )
+    )
+
+
+@app.post("/predict/batch", response_model=BatchResponse)
+def predict_batch(body: BatchRequest, model: Model, request: Request) -> Response:
+    started = time.perf_counter()
+    texts = [clean_text(text) for text in body.texts]
+    predictions = run_model(model, texts)
+    metrics.count_labels([p.label for p in predictions])
+    request.state.log.update(
+        prediction_fields(body.texts, model.version, len(texts), settings.log_text)
+    )
+    return json_response(
+        BatchResponse(
+            predictions=[LabelScore(label=p.label, score=p.score) for p in predictions],
+            model_version=model.version,
+            latency_ms=elapsed_ms(started),
+        )
+    )

@@ -1,0 +1,70 @@
+"""JSON logs: one object per line, to a rotated file and to stdout.
+
+A line carries the UTC ``timestamp``, ``level``, ``event`` and whatever the caller passes in
+``extra`` (request_id, status, latency_ms, ...), so the file can be loaded straight into pandas
+(``pd.read_json(path, lines=True)``) or any log system.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+from pythonjsonlogger.json import JsonFormatter
+
+LOGGER_NAME = "inference"
+MAX_LOG_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 5
+
+
+def configure_logging(
+    log_path: Path | str, level: str = "INFO", name: str = LOGGER_NAME
+) -> logging.Logger:
+    """Return the logger ``name``, writing JSON lines to ``log_path`` (rotated) and stdout.
+
+    Calling it again replaces the handlers (a test or a reload may point it elsewhere).
+    """
+    formatter = JsonFormatter(
+        "{timestamp}{levelname}{message}",
+        style="{",
+        rename_fields={"levelname": "level", "message": "event"},
+        timestamp=True,
+        json_ensure_ascii=False,
+    )
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [
+        RotatingFileHandler(
+            log_path, maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+        ),
+        logging.StreamHandler(sys.stdout),
+    ]
+    logger = logging.getLogger(name)
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False  # the root logger (uvicorn's format) would print each line twice
+    # Our access log replaces uvicorn's plain-text one (same requests, without the request id).
+    logging.getLogger("uvicorn.access").disabled = True
+    return logger
+
+
+def prediction_fields(
+    texts: list[str], model_version: str, batch_size: int, log_text: bool = False
+) -> dict:
+    """Access-log fields of a prediction: sizes, never the raw text unless ``log_text``."""
+    fields: dict = {
+        "model_version": model_version,
+        "batch_size": batch_size,
+        "texts": len(texts),
+        "text_chars": sum(len(t) for t in texts),
+    }
+    if log_text:
+        fields["text"] = texts
+    return fields

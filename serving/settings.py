@@ -1,0 +1,87 @@
+"""Server settings, read from environment variables prefixed ``INFERENCE_``.
+
+One class serves every stage; each stage uses the fields it needs. A bad value stops start-up
+with a message that names the environment variable, instead of a traceback or a server that
+misbehaves later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "INFERENCE_"
+
+
+class Settings(BaseSettings):
+    """Every tunable of the server. Defaults are derived from the data (see lessons/02)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=(), validate_default=True
+    )
+
+    model_dir: Path | None = Field(
+        None, description="Model artifact directory; unset means the one named in models/LATEST."
+    )
+    max_text_chars: int = Field(
+        10_000, ge=1, le=1_000_000, description="Longest accepted text, in characters."
+    )
+    max_batch_items: int = Field(
+        64, ge=1, le=10_000, description="Most texts in one POST /predict/batch request."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1, description="Largest accepted request body; larger gets 413."
+    )
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most texts in one model call.")
+    max_batch_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="Longest a batch waits for more texts after its first."
+    )
+    max_queue: int = Field(
+        256, ge=1, description="Most texts waiting for the model; beyond it requests get 503."
+    )
+    request_timeout_s: float = Field(
+        2.0, gt=0, le=600, description="Longest a request waits for its result; then 504."
+    )
+    drain_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Longest shutdown waits for accepted texts to finish."
+    )
+    log_path: Path = Field(
+        Path("logs/requests.log"), description="JSON log file (rotated); also logged to stdout."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_text: bool = Field(False, description="Log the raw review text (off: privacy, log size).")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _queue_fits_a_batch_request(self) -> Settings:
+        # A queue smaller than one full batch request would refuse that request forever.
+        if self.max_queue < self.max_batch_items:
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_QUEUE ({self.max_queue}) must be at least "
+                f"{ENV_PREFIX}MAX_BATCH_ITEMS ({self.max_batch_items})"
+            )
+        return self
+
+
+class SettingsError(SystemExit):
+    """A setting is invalid. Raised as SystemExit so start-up stops with just the message."""
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment, or stop with a message naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            name = ".".join(str(p) for p in err["loc"])
+            where = f"{ENV_PREFIX}{name.upper()}={err['input']!r}: " if name else ""
+            problems.append(f"  {where}{err['msg']}")
+        raise SettingsError("invalid server settings:\n" + "\n".join(problems)) from None

@@ -1,0 +1,229 @@
+"""The final stage as a real uvicorn process: body limits on the wire, graceful shutdown under
+load (SIGTERM -> every accepted request answered -> exit 0), and bad settings stop start-up.
+
+Everything talks to 127.0.0.1 on a free port, is bounded in requests and seconds, and the
+process is killed by its PID in teardown whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.lifecycle import SigtermHook
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """Start uvicorn on the final stage; output goes to files (a full pipe would block it)."""
+    port = free_port()
+    full_env = os.environ | {f"INFERENCE_{k}": str(v) for k, v in env.items()}
+    command = [sys.executable, "-m", "uvicorn", "inference_server:app", "--host", "127.0.0.1"]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port)],
+        cwd=ROOT,
+        env=full_env,
+        stdout=open(tmp_path / "stdout.log", "wb"),  # noqa: SIM115 - closed with the process
+        stderr=open(tmp_path / "stderr.log", "wb"),  # noqa: SIM115
+    )
+    return proc, port
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill the process by PID if it is still running."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def wait_ready(proc: subprocess.Popen, port: int, tmp_path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited: {(tmp_path / 'stderr.log').read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail("server not ready in time")
+
+
+def raw_exchange(port: int, head: bytes, chunks: list[bytes]) -> bytes:
+    """Send a request head and some body bytes, never finishing the body; read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head)
+        for chunk in chunks:
+            s.sendall(chunk)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = s.recv(65536)
+            if not data:
+                break
+            answer += data
+        return answer
+
+
+@pytest.fixture
+def server(tmp_path, small_model_dir):
+    proc, port = start_server(
+        tmp_path,
+        {
+            "MODEL_DIR": small_model_dir,
+            "LOG_PATH": tmp_path / "requests.log",
+            "MAX_BODY_BYTES": 65536,
+            "MAX_BATCH_WAIT_MS": 300,  # concurrent requests linger: some are in flight at SIGTERM
+        },
+    )
+    try:
+        wait_ready(proc, port, tmp_path)
+        yield proc, port
+    finally:
+        stop(proc)
+
+
+def test_real_server_limits_then_graceful_shutdown_under_load(server, tmp_path):
+    proc, port = server
+    base = f"http://127.0.0.1:{port}"
+
+    # 413 before the body is read: a declared 50 MB body, of which nothing is sent.
+    answer = raw_exchange(
+        port,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 50000000\r\n\r\n",
+        [],
+    )
+    assert answer.startswith(b"HTTP/1.1 413")
+    # A chunked body is refused once it crosses the limit, without waiting for its end.
+    chunk = b"x" * 16384
+    answer = raw_exchange(
+        port,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 6,  # 96 KiB > 64 KiB, no final 0-chunk
+    )
+    assert answer.startswith(b"HTTP/1.1 413")
+
+    # Load: 4 clients, one connection per request, until 3 s after SIGTERM (bounded anyway).
+    outcomes: list[tuple[float, float, object]] = []  # (sent, done, status or error name)
+    lock = threading.Lock()
+    in_flight: dict[int, float] = {}  # client -> when its current request was sent
+    stop_at = [time.monotonic() + 30.0]
+
+    def worker(n: int) -> None:
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=base, timeout=10, limits=limits) as client:
+            for i in range(400):
+                if time.monotonic() > stop_at[0]:
+                    return
+                sent = time.monotonic()
+                with lock:
+                    in_flight[n] = sent
+                try:
+                    r = client.post("/predict", json={"text": f"client {n} review {i}: good"})
+                    result: object = r.status_code
+                except httpx.TransportError as e:
+                    result = type(e).__name__
+                with lock:
+                    del in_flight[n]
+                    outcomes.append((sent, time.monotonic(), result))
+                if result != 200:
+                    time.sleep(0.05)
+
+    def lingering() -> int:
+        """Requests in flight for > 50 ms: they sit in a batch inside the server."""
+        now = time.monotonic()
+        with lock:
+            return sum(now - sent > 0.05 for sent in in_flight.values())
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not (len(outcomes) >= 20 and lingering() >= 2):
+            assert time.monotonic() < deadline, "load did not build up"
+            time.sleep(0.002)
+        sigterm_at = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        stop_at[0] = sigterm_at + 3.0
+        returncode = proc.wait(timeout=20)
+    finally:
+        stop_at[0] = 0
+        for t in threads:
+            t.join(20)
+
+    assert returncode == 0, (tmp_path / "stderr.log").read_text()
+    # Sent before SIGTERM: answered (200), or reached the app after it and refused (503);
+    # never dropped (a transport error), never a 500.
+    before = [result for sent, _, result in outcomes if sent < sigterm_at]
+    assert before and set(before) <= {200, 503}, before
+    answered_after = [1 for sent, done, r in outcomes if sent < sigterm_at < done and r == 200]
+    assert len(answered_after) >= 2, "the requests in flight at SIGTERM were not all answered"
+    # Sent after SIGTERM: 503, or refused by a closed socket (a connection still in the
+    # kernel's backlog when uvicorn closes its socket is reset: ReadError).
+    after = {result for sent, _, result in outcomes if sent >= sigterm_at}
+    assert after <= {200, 503, "ConnectError", "ReadError", "RemoteProtocolError"}, after
+
+    lines = [json.loads(x) for x in (tmp_path / "requests.log").read_text().splitlines()]
+    [shutdown] = [x for x in lines if x["event"] == "shutdown"]
+    assert "drained_texts" in shutdown
+    statuses = [x["status"] for x in lines if x["event"] == "request"]
+    assert 500 not in statuses
+
+
+def test_bad_setting_stops_the_process(tmp_path):
+    proc, _ = start_server(tmp_path, {"MAX_BATCH_SIZE": "0", "LOG_PATH": tmp_path / "r.log"})
+    try:
+        returncode = proc.wait(timeout=60)
+    finally:
+        stop(proc)
+    stderr = (tmp_path / "stderr.log").read_text()
+    assert returncode != 0
+    assert "INFERENCE_MAX_BATCH_SIZE" in stderr
+    assert "Traceback" not in stderr  # a message, not a stack
+
+
+class FakeServer:
+    """Stands in for uvicorn's Server: records the signal, like its handle_exit."""
+
+    def __init__(self) -> None:
+        self._captured_signals: list[int] = []
+        self.calls: list[str] = []
+
+    def handle_exit(self, signum, frame) -> None:
+        self._captured_signals.append(signum)
+        self.calls.append("server")
+
+
+def test_sigterm_hook_flips_first_then_hands_over():
+    fake = FakeServer()
+    original = signal.signal(signal.SIGTERM, fake.handle_exit)
+    try:
+        hook = SigtermHook(lambda: fake.calls.append("drain"))
+        hook.install()
+        signal.raise_signal(signal.SIGTERM)
+        assert fake.calls == ["drain", "server"]
+        hook.uninstall(clean_exit=True)
+        assert signal.getsignal(signal.SIGTERM) == fake.handle_exit
+        assert fake._captured_signals == []  # handled: the process may exit 0
+    finally:
+        signal.signal(signal.SIGTERM, original)

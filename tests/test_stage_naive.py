@@ -1,0 +1,81 @@
+"""Stage 1 (naive): it answers, and these tests pin down what goes wrong with it (lesson 01)."""
+
+from __future__ import annotations
+
+import importlib.util
+import uuid
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from fastapi.testclient import TestClient
+
+STAGE = Path(__file__).resolve().parent.parent / "lessons" / "01_naive" / "inference_server.py"
+
+
+def import_stage(path: Path) -> ModuleType:
+    """Import a stage file as a fresh module (every stage's module is `inference_server`)."""
+    spec = importlib.util.spec_from_file_location(f"stage_{uuid.uuid4().hex}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def naive(monkeypatch, small_model_dir) -> ModuleType:
+    monkeypatch.setenv("INFERENCE_MODEL_DIR", str(small_model_dir))
+    return import_stage(STAGE)
+
+
+@pytest.fixture
+def client(naive):
+    with TestClient(naive.app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_it_predicts(client):
+    r = client.post("/predict", json={"text": "A wonderful, moving film. I loved it."})
+    assert r.status_code == 200
+    assert r.json()["label"] == "positive" and 0.5 <= r.json()["score"] <= 1
+
+
+def test_problem_empty_and_blank_text_get_a_confident_answer(client):
+    for text in ("", "   \n  "):
+        r = client.post("/predict", json={"text": text})
+        assert r.status_code == 200  # a sentiment for nothing at all
+        assert r.json()["label"] in {"positive", "negative"}
+
+
+def test_problem_multi_megabyte_body_is_accepted(client):
+    text = "this film was fine " * 150_000  # 2.85 MB of JSON, read whole, then run
+    assert len(text) > 2_500_000
+    r = client.post("/predict", json={"text": text})
+    assert r.status_code == 200
+
+
+def test_problem_typos_in_field_names_are_ignored(client):
+    r = client.post("/predict", json={"text": "good", "txet": "the real review"})
+    assert r.status_code == 200  # the misspelt field is silently dropped
+
+
+def test_problem_no_way_to_see_errors_or_latency(naive, client, monkeypatch):
+    r = client.post("/predict", json={"text": "good"})
+    assert set(r.json()) == {"label", "score"}  # no latency, no model version
+    assert "x-request-id" not in r.headers  # nothing to quote in a bug report
+    for path in ("/health", "/metrics", "/model"):
+        assert client.get(path).status_code == 404  # no health check, no metrics
+
+    def broken(texts):
+        raise RuntimeError("the model exploded")
+
+    monkeypatch.setattr(naive.model, "predict", broken)
+    r = client.post("/predict", json={"text": "good"})
+    assert r.status_code == 500
+    assert r.text == "Internal Server Error"  # no id, no JSON: the client learns nothing
+
+
+def test_problem_a_body_that_is_not_utf8_crashes_the_error_handler(client):
+    # FastAPI's default 422 handler echoes the bytes back and fails to encode them.
+    r = client.post("/predict", content=b"\x80", headers={"content-type": "text/plain"})
+    assert r.status_code == 500
