@@ -53,6 +53,14 @@ async def send_json(send: Send, status: int, body: dict, headers: list | None = 
     await send({"type": "http.response.body", "body": payload})
 
 
+def error_body(scope: Scope, detail: str) -> dict:
+    """An error body, with the request id when an outer middleware has assigned one."""
+    request_id = scope.get("state", {}).get("request_id")
+    return (
+        {"detail": detail} if request_id is None else {"detail": detail, "request_id": request_id}
+    )
+
+
 class BodyLimitMiddleware:
     """Refuse request bodies over ``max_body_bytes`` with 413, before reading them whole.
 
@@ -79,7 +87,9 @@ class BodyLimitMiddleware:
                     return
                 if declared > limit:
                     detail = f"request body of {declared} bytes is larger than the limit of {limit}"
-                    await send_json(send, 413, {"detail": detail}, [(b"connection", b"close")])
+                    await send_json(
+                        send, 413, error_body(scope, detail), [(b"connection", b"close")]
+                    )
                     return
                 break
 
@@ -106,7 +116,7 @@ class BodyLimitMiddleware:
         except BodyTooLargeError as e:  # frameworks that do not turn it into a response
             if started:
                 raise
-            await send_json(send, 413, {"detail": e.detail}, [(b"connection", b"close")])
+            await send_json(send, 413, error_body(scope, e.detail), [(b"connection", b"close")])
 
 
 def request_id_from(scope: Scope) -> str:

@@ -265,7 +265,7 @@ def test_body_over_limit_is_413(make_server):
         r = c.post("/predict", json={"text": "x" * 5000})
         assert r.status_code == 413
         assert "4096" in r.json()["detail"]
-        assert r.headers["x-request-id"]
+        assert r.json()["request_id"] == r.headers["x-request-id"]
 
 
 def test_default_limit_refuses_multi_megabyte_body(client):
