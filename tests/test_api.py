@@ -9,7 +9,6 @@ gate, so they are deterministic: no sleeps decide an outcome.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import re
 import shutil
@@ -24,6 +23,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from stage_loader import import_stage
 
 from sentiment_model import load_model
 from sentiment_model.data import clean_text
@@ -35,15 +35,6 @@ POSITIVE = "A wonderful, moving film with brilliant acting. I loved every minute
 NEGATIVE = "Terrible, boring and badly acted. The worst movie I have seen, a waste of time."
 
 
-def import_server(path: Path = SERVER) -> ModuleType:
-    """Import a stage file as a fresh module (every stage's module is `inference_server`)."""
-    spec = importlib.util.spec_from_file_location(f"server_{uuid.uuid4().hex}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def make_server(monkeypatch, tmp_path, small_model_dir) -> Callable[..., ModuleType]:
     """``make_server(MAX_QUEUE=2, ...)``: the final stage, small model, these settings."""
@@ -52,7 +43,7 @@ def make_server(monkeypatch, tmp_path, small_model_dir) -> Callable[..., ModuleT
         settings = {"MODEL_DIR": small_model_dir, "LOG_PATH": tmp_path / "requests.log"} | env
         for name, value in settings.items():
             monkeypatch.setenv(f"INFERENCE_{name}", str(value))
-        return import_server()
+        return import_stage(SERVER)
 
     return make
 

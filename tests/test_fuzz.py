@@ -8,16 +8,15 @@ the validation boundary rather than only the JSON parser.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stage_loader import import_stage
 
 from serving.schemas import BatchResponse, PredictResponse
 
@@ -84,9 +83,7 @@ def client(small_model_dir, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("INFERENCE_MODEL_DIR", str(small_model_dir))
     mp.setenv("INFERENCE_LOG_PATH", str(tmp_path_factory.mktemp("fuzz") / "requests.log"))
-    spec = importlib.util.spec_from_file_location(f"server_{uuid.uuid4().hex}", SERVER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_stage(SERVER)
     try:
         with TestClient(module.app, raise_server_exceptions=False) as c:
             deadline = time.monotonic() + 30

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import uuid
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from stage_loader import import_stage
 
 STAGE = Path(__file__).resolve().parent.parent / "lessons" / "03_metrics" / "inference_server.py"
-
-
-def import_stage(path: Path) -> ModuleType:
-    """Import a stage file as a fresh module (every stage's module is `inference_server`)."""
-    spec = importlib.util.spec_from_file_location(f"stage_{uuid.uuid4().hex}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
