@@ -26,6 +26,7 @@ FUZZ = settings(
     max_examples=300,
     deadline=None,
     database=None,  # nothing written to the working tree
+    derandomize=True,  # the same examples on every run: a CI failure reproduces locally
     suppress_health_check=[HealthCheck.too_slow],
 )
 RESPONSE_MODELS = {"/predict": PredictResponse, "/predict/batch": BatchResponse}
@@ -157,7 +158,9 @@ def test_raw_bytes_and_headers_never_500(client):
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]),
     path=st.one_of(
         st.sampled_from(["/health", "/ready", "/model", "/metrics", "/predict", "/predict/batch"]),
-        st.from_regex(r"/[A-Za-z0-9._~%/-]{0,40}", fullmatch=True),
+        # Percent-escapes are left out: a malformed one ("/%zz") is refused by the client,
+        # so it would test httpx rather than the server.
+        st.from_regex(r"/[A-Za-z0-9._~/-]{0,40}", fullmatch=True),
     ),
 )
 def _any_route(client, method, path):
