@@ -450,6 +450,7 @@ def test_start_up_and_shutdown_are_logged(start_stage, tmp_path, small_model_dir
     assert loaded["settings"]["max_batch_wait_ms"] == 3.0
     [shutdown] = [line for line in lines if line["event"] == "shutdown"]
     assert shutdown["drained_texts"] == 0
+    assert shutdown["drain_complete"] is True
 
 
 # --- readiness --------------------------------------------------------------------------------
@@ -722,3 +723,35 @@ def test_caller_that_goes_away_does_not_break_the_batch(start_stage):
     }
     assert all("gone away" not in batch for batch in gate.batches)  # never run
     assert ["stays"] in gate.batches
+
+
+def test_drain_that_times_out_is_reported(start_stage, monkeypatch, tmp_path):
+    """A model stuck past DRAIN_TIMEOUT_S: queued texts get 503 and the drain is recorded as
+    incomplete (the launcher's exit code 4, serving/serve.py)."""
+    import serving.shutdown
+
+    monkeypatch.setattr(serving.shutdown, "_drains", [])
+    gate = GatedModel()
+    app = start_stage.app(DRAIN_TIMEOUT_S="0.2", MAX_BATCH_WAIT_MS=0, load_model=gate.load)
+    results: dict[str, httpx.Response] = {}
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            async with app.router.lifespan_context(app):
+                await until(lambda: app.state.server.not_ready_reason() is None)
+                running = asyncio.create_task(c.post("/predict", json={"text": "hold"}))
+                await until(gate.entered.is_set)
+                queued = asyncio.create_task(c.post("/predict", json={"text": "queued"}))
+                await until(lambda: app.state.server.batcher.queue_depth == 1)
+            # the lifespan has ended: its drain gave up after 0.2 s with the model still held
+            gate.release.set()
+            results["running"], results["queued"] = await asyncio.gather(running, queued)
+
+    asyncio.run(main())
+    assert results["queued"].status_code == 503
+    assert results["queued"].json()["detail"] == "server is shutting down"
+    assert all("queued" not in batch for batch in gate.batches)  # refused, never run
+    [shutdown] = [x for x in log_lines(tmp_path / "requests.log") if x["event"] == "shutdown"]
+    assert shutdown["drain_complete"] is False
+    assert serving.shutdown.drains_complete() is False
