@@ -9,19 +9,20 @@ import asyncio
 import gc
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import Response
 
 from sentiment_model import ModelLoadError, Prediction, load_model
 from sentiment_model.data import clean_text
 from serving.asgi import BodyLimitMiddleware, ObservabilityMiddleware
 from serving.batcher import BatchStats, DynamicBatcher
+from serving.context import RequestCtx
+from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers
-from serving.lifecycle import ServerState, SigtermHook, predict_batched, ready_state, server_state
 from serving.logs import configure_logging, prediction_fields
 from serving.metrics import Metrics
+from serving.rejections import install_rejection_handler
 from serving.schemas import (
     BatchResponse,
     ErrorResponse,
@@ -32,89 +33,9 @@ from serving.schemas import (
     json_response,
     request_models,
 )
-from serving.settings import load_settings
-
-# --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -----------
-settings = load_settings()
-PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
-log = configure_logging(settings.log_path, settings.log_level)
-metrics = Metrics()
-
-
-# --- Start-up: load the model in the background; /health answers meanwhile -----------------
-async def load_and_start(state: ServerState) -> None:
-    """Load the model off the event loop, then start the batcher. A failure keeps the process
-    up but never ready, with the loader's message as the reason."""
-    started = time.perf_counter()
-    try:
-        model = await asyncio.to_thread(load_model, settings.model_dir)
-        # The model is hundreds of thousands of long-lived objects (its vocabulary). Move them
-        # out of the collector's reach, or every full collection walks them all: a 130-180 ms
-        # pause under load, which is what set the p99.
-        gc.collect()
-        gc.freeze()
-    except Exception as e:
-        state.load_error = f"model not loaded: {e}"
-        log.error(
-            "model_load_failed",
-            extra={"error_type": type(e).__name__, "error": str(e)},
-            exc_info=not isinstance(e, ModelLoadError),  # a trace only for the unexpected
-        )
-        return
-
-    def preprocess_and_predict(texts: list[str]) -> list[Prediction]:
-        # Runs in the batcher's worker thread: cleaning 64 long texts is CPU work too.
-        return model.predict([clean_text(text) for text in texts])
-
-    batcher = DynamicBatcher(
-        preprocess_and_predict,
-        max_batch_size=settings.max_batch_size,
-        max_wait_s=settings.max_batch_wait_ms / 1000,
-        max_queue=settings.max_queue,
-        on_batch=observe_batch,
-    )
-    await batcher.start()
-    metrics.queue_depth.set_function(lambda: batcher.queue_depth)
-    metrics.set_model(model.version, model.metadata.sklearn_version)
-    state.model, state.batcher = model, batcher
-    log.info(
-        "model_loaded",
-        extra={
-            "model_version": model.version,
-            "load_seconds": round(time.perf_counter() - started, 3),
-            "settings": settings.model_dump(mode="json"),
-        },
-    )
-
-
-def observe_batch(stats: BatchStats) -> None:
-    metrics.observe_batch(stats.size, stats.duration, stats.queue_waits)
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI):
-    state = app.state.server = ServerState(metrics)
-    loading = asyncio.create_task(load_and_start(state))
-    sigterm = SigtermHook(state.begin_drain)  # SIGTERM: /ready and new predictions say 503
-    sigterm.install()
-    yield
-    # uvicorn has already waited for open requests; finish whatever is still queued.
-    state.begin_drain()
-    loading.cancel()
-    drained = await state.batcher.stop(settings.drain_timeout_s) if state.batcher else 0
-    log.info("shutdown", extra={"drained_texts": drained, "model_version": state.version})
-    sigterm.uninstall(clean_exit=True)
-
-
-app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan)
-app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-app.add_middleware(ObservabilityMiddleware, metrics=metrics, logger=log)  # outermost
-install_error_handlers(app)
-
-
-# --- Dependencies ----------------------------------------------------------------------------
-State = Annotated[ServerState, Depends(server_state)]
-Ready = Annotated[ServerState, Depends(ready_state)]  # 503 with the reason when not ready
+from serving.settings import Settings, load_settings
+from serving.shutdown import SigtermHook, record_drain
+from serving.state import ServerState
 
 
 def elapsed_ms(started: float) -> float:
@@ -124,67 +45,158 @@ def elapsed_ms(started: float) -> float:
 ERRORS: dict = {code: {"model": ErrorResponse} for code in (413, 503, 504)}
 
 
-# --- Routes: validate -> preprocess -> infer -> postprocess ----------------------------------
-# `async def`: the routes only wait (for the batcher, which runs the model in its own thread),
-# so they run on the event loop without a thread-pool hop.
-@app.get("/health", response_model=HealthResponse)
-async def health(state: State) -> Response:
-    return json_response(
-        HealthResponse(model_loaded=state.model is not None, model_version=state.version)
-    )
+def create_app(settings: Settings | None = None, *, load_model=load_model) -> FastAPI:
+    """The server, built from ``settings`` (default: the INFERENCE_* environment variables).
 
+    ``load_model`` loads the model at start-up; a test passes its own. Nothing is shared
+    between two apps: each has its own settings, request models, log and metrics registry.
+    """
+    # --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -------
+    settings = settings or load_settings()
+    PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
+    log = configure_logging(settings.log_path, settings.log_level)
+    metrics = Metrics()
 
-@app.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-async def ready(state: State) -> Response:
-    reason = state.not_ready_reason()
-    answer = ReadyResponse(ready=reason is None, reason=reason)
-    return json_response(answer, 200 if reason is None else 503, exclude_none=True)
+    # --- Start-up: load the model in the background; /health answers meanwhile -------------
+    async def load_and_start(state: ServerState) -> None:
+        """Load the model off the event loop, then start the batcher. A failure keeps the
+        process up but never ready, with the loader's message as the reason."""
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(load_model, settings.model_dir)
+            # The model is hundreds of thousands of long-lived objects (its vocabulary). Move
+            # them out of the collector's reach, or every full collection walks them all: a
+            # 130-180 ms pause under load, which is what set the p99.
+            gc.collect()
+            gc.freeze()
+        except Exception as e:
+            state.load_error = f"model not loaded: {e}"
+            log.error(
+                "model_load_failed",
+                extra={"error_type": type(e).__name__, "error": str(e)},
+                exc_info=not isinstance(e, ModelLoadError),  # a trace only for the unexpected
+            )
+            return
 
+        def preprocess_and_predict(texts: list[str]) -> list[Prediction]:
+            # Runs in the batcher's worker thread: cleaning 64 long texts is CPU work too.
+            return model.predict([clean_text(text) for text in texts])
 
-@app.get("/model", responses={503: {"model": ErrorResponse}})
-async def model_info(state: Ready) -> Response:
-    return json_response(state.model.metadata)
-
-
-@app.get("/metrics")
-async def prometheus_metrics() -> Response:
-    return metrics.response()
-
-
-@app.post("/predict", response_model=PredictResponse, responses=ERRORS)
-async def predict(body: PredictRequest, state: Ready, request: Request) -> Response:
-    started = time.perf_counter()
-    texts = [body.text]  # cleaned like the training data in the batcher's thread
-    submission = await predict_batched(state, texts, settings.request_timeout_s)
-    [prediction] = submission.results
-    metrics.count_labels([prediction.label])
-    request.state.log.update(
-        prediction_fields([body.text], state.version, submission.batch_size, settings.log_text)
-    )
-    return json_response(
-        PredictResponse(
-            label=prediction.label,
-            score=prediction.score,
-            model_version=state.version,
-            latency_ms=elapsed_ms(started),
+        batcher = DynamicBatcher(
+            preprocess_and_predict,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000,
+            max_queue=settings.max_queue,
+            on_batch=observe_batch,
         )
-    )
-
-
-@app.post("/predict/batch", response_model=BatchResponse, responses=ERRORS)
-async def predict_batch(body: BatchRequest, state: Ready, request: Request) -> Response:
-    started = time.perf_counter()
-    texts = body.texts
-    submission = await predict_batched(state, texts, settings.request_timeout_s)
-    predictions = submission.results
-    metrics.count_labels([p.label for p in predictions])
-    request.state.log.update(
-        prediction_fields(body.texts, state.version, submission.batch_size, settings.log_text)
-    )
-    return json_response(
-        BatchResponse(
-            predictions=[LabelScore(label=p.label, score=p.score) for p in predictions],
-            model_version=state.version,
-            latency_ms=elapsed_ms(started),
+        await batcher.start()
+        metrics.queue_depth.set_function(lambda: batcher.queue_depth)
+        metrics.set_model(model.version, model.metadata.sklearn_version)
+        state.model, state.batcher = model, batcher
+        log.info(
+            "model_loaded",
+            extra={
+                "model_version": model.version,
+                "load_seconds": round(time.perf_counter() - started, 3),
+                "settings": settings.model_dump(mode="json"),
+            },
         )
-    )
+
+    def observe_batch(stats: BatchStats) -> None:
+        metrics.observe_batch(stats.size, stats.duration, stats.queue_waits)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = app.state.server = ServerState()
+        loading = asyncio.create_task(load_and_start(state))
+        sigterm = SigtermHook(state.begin_drain)  # SIGTERM: /ready and new predictions say 503
+        sigterm.install()
+        yield
+        # uvicorn has already waited for open requests; finish whatever is still queued.
+        state.begin_drain()
+        loading.cancel()
+        drained = await state.batcher.stop(settings.drain_timeout_s) if state.batcher else 0
+        complete = not (state.batcher and state.batcher.drain_timed_out)
+        log.info(
+            "shutdown",
+            extra={
+                "drained_texts": drained,
+                "drain_complete": complete,
+                "model_version": state.version,
+            },
+        )
+        record_drain(complete)  # the launcher's exit code (serving/serve.py)
+        sigterm.uninstall()
+
+    app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan)
+    app.state.metrics = metrics
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, logger=log)  # outermost
+    install_error_handlers(app)
+    install_rejection_handler(app, metrics)  # full queue 503, timeout 504, not ready 503
+
+    # --- Routes: validate -> preprocess -> infer -> postprocess ------------------------------
+    # `async def`: the routes only wait (for the batcher, which runs the model in its own
+    # thread), so they run on the event loop without a thread-pool hop.
+    @app.get("/health", response_model=HealthResponse)
+    async def health(state: State) -> Response:
+        return json_response(
+            HealthResponse(model_loaded=state.model is not None, model_version=state.version)
+        )
+
+    @app.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+    async def ready(state: State) -> Response:
+        reason = state.not_ready_reason()
+        answer = ReadyResponse(ready=reason is None, reason=reason)
+        return json_response(answer, 200 if reason is None else 503, exclude_none=True)
+
+    @app.get("/model", responses={503: {"model": ErrorResponse}})
+    async def model_info(state: Ready) -> Response:
+        return json_response(state.model.metadata)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return metrics.response()
+
+    @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
+    async def predict(body: PredictRequest, state: Ready, context: RequestCtx) -> Response:
+        started = time.perf_counter()
+        texts = [body.text]  # cleaned like the training data in the batcher's thread
+        # A full queue, a timeout or a shutdown raise: serving/rejections.py answers 503/504.
+        submission = await state.batcher.submit(texts, settings.request_timeout_s)
+        [prediction] = submission.results
+        metrics.count_labels([prediction.label])
+        context.log.update(
+            prediction_fields([body.text], state.version, submission.batch_size, settings.log_text)
+        )
+        return json_response(
+            PredictResponse(
+                label=prediction.label,
+                score=prediction.score,
+                model_version=state.version,
+                latency_ms=elapsed_ms(started),
+            )
+        )
+
+    @app.post("/predict/batch", response_model=BatchResponse, responses=ERRORS)
+    async def predict_batch(body: BatchRequest, state: Ready, context: RequestCtx) -> Response:
+        started = time.perf_counter()
+        texts = body.texts
+        submission = await state.batcher.submit(texts, settings.request_timeout_s)
+        predictions = submission.results
+        metrics.count_labels([p.label for p in predictions])
+        context.log.update(
+            prediction_fields(body.texts, state.version, submission.batch_size, settings.log_text)
+        )
+        return json_response(
+            BatchResponse(
+                predictions=[LabelScore(label=p.label, score=p.score) for p in predictions],
+                model_version=state.version,
+                latency_ms=elapsed_ms(started),
+            )
+        )
+
+    return app
+
+
+app = create_app()  # the app uvicorn serves (the command above)

@@ -18,6 +18,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from serving.context import RequestContext, with_request_id
 from serving.metrics import Metrics
 
 Scope = MutableMapping[str, Any]
@@ -54,14 +55,6 @@ async def send_json(send: Send, status: int, body: dict, headers: list | None = 
     await send({"type": "http.response.body", "body": payload})
 
 
-def error_body(scope: Scope, detail: str) -> dict:
-    """An error body, with the request id when an outer middleware has assigned one."""
-    request_id = scope.get("state", {}).get("request_id")
-    return (
-        {"detail": detail} if request_id is None else {"detail": detail, "request_id": request_id}
-    )
-
-
 class BodyLimitMiddleware:
     """Refuse request bodies over ``max_body_bytes`` with 413, before reading them whole.
 
@@ -88,9 +81,8 @@ class BodyLimitMiddleware:
                     return
                 if declared > limit:
                     detail = f"request body of {declared} bytes is larger than the limit of {limit}"
-                    await send_json(
-                        send, 413, error_body(scope, detail), [(b"connection", b"close")]
-                    )
+                    body = with_request_id(scope, {"detail": detail})
+                    await send_json(send, 413, body, [(b"connection", b"close")])
                     return
                 break
 
@@ -117,7 +109,8 @@ class BodyLimitMiddleware:
         except BodyTooLargeError as e:  # frameworks that do not turn it into a response
             if started:
                 raise
-            await send_json(send, 413, error_body(scope, e.detail), [(b"connection", b"close")])
+            body = with_request_id(scope, {"detail": e.detail})
+            await send_json(send, 413, body, [(b"connection", b"close")])
 
 
 def request_id_from(scope: Scope) -> str:
@@ -137,9 +130,10 @@ class ObservabilityMiddleware:
     """Per request: an ``X-Request-ID``, Prometheus metrics, one JSON access-log line, and a
     clean 500 for any unexpected error.
 
-    Routes add fields to the access-log line through ``request.state.log`` (a dict), and read
-    the id from ``request.state.request_id``. The metric label ``route`` is the path template
-    (``/predict``), never the raw path, so unknown URLs cannot blow up the label count.
+    The id and the access-log fields live in one :class:`RequestContext` in the scope: routes
+    add fields through its ``log`` dict (the ``RequestCtx`` dependency). The metric label
+    ``route`` is the path template (``/predict``), never the raw path, so unknown URLs cannot
+    blow up the label count.
     """
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics, logger: logging.Logger) -> None:
@@ -153,9 +147,8 @@ class ObservabilityMiddleware:
             return
         start = time.perf_counter()
         request_id = request_id_from(scope)
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        state["log"] = fields = {}
+        context = RequestContext(request_id).attach(scope)
+        fields = context.log
         id_header = (b"x-request-id", request_id.encode())
         status = 500
         started = False
@@ -180,9 +173,8 @@ class ObservabilityMiddleware:
             )
             if started:  # too late for a clean answer; let the server drop the connection
                 raise
-            await send_json(
-                send, 500, {"detail": "internal error", "request_id": request_id}, [id_header]
-            )
+            body = with_request_id(scope, {"detail": "internal error"})
+            await send_json(send, 500, body, [id_header])
         finally:
             self.metrics.in_progress.dec()
             elapsed = time.perf_counter() - start

@@ -84,6 +84,8 @@ class DynamicBatcher(Generic[R]):
     in a single worker thread, one batch at a time.
     """
 
+    drain_timed_out = False  # set by stop(): some accepted texts were never answered
+
     def __init__(
         self,
         predict: Callable[[list[str]], Sequence[R]],
@@ -196,6 +198,7 @@ class DynamicBatcher(Generic[R]):
         try:
             await asyncio.wait_for(self._queue.join(), drain_timeout)
         except asyncio.TimeoutError:
+            self.drain_timed_out = True
             logger.warning("batcher drain timed out after %g s", drain_timeout)
         drained = self._answered - answered_before
 

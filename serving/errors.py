@@ -8,23 +8,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from serving.context import context_of, with_request_id
+
 
 def note_error(request: Request, error_type: str, message: str) -> None:
     """Add the error to this request's access-log line (see ObservabilityMiddleware)."""
-    fields = getattr(request.state, "log", None)
-    if fields is not None:
-        fields.update(error_type=error_type, error=message)
+    context = context_of(request.scope)
+    if context is not None:
+        context.log.update(error_type=error_type, error=message)
 
 
 def summarize(errors: list[dict]) -> str:
     """``body.text: String should have at least 1 character; ...`` for a log line."""
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-
-
-def with_request_id(request: Request, body: dict) -> dict:
-    """Add the request id (set by ObservabilityMiddleware, when present) to an error body."""
-    request_id = getattr(request.state, "request_id", None)
-    return body if request_id is None else body | {"request_id": request_id}
 
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -35,9 +31,9 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         problem = f"body is not valid JSON ({type(exc.__cause__).__name__})"
         note_error(request, "RequestValidationError", problem)
         detail = [{"type": "json_invalid", "loc": ["body"], "msg": problem}]
-        return JSONResponse(with_request_id(request, {"detail": detail}), 422)
+        return JSONResponse(with_request_id(request.scope, {"detail": detail}), 422)
     note_error(request, type(exc).__name__, str(exc.detail))
-    body = with_request_id(request, {"detail": exc.detail})
+    body = with_request_id(request.scope, {"detail": exc.detail})
     return JSONResponse(body, exc.status_code, headers=exc.headers)
 
 
@@ -50,7 +46,7 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     errors = exc.errors()
     note_error(request, "RequestValidationError", summarize(errors))
     detail = jsonable_encoder(errors, custom_encoder={bytes: _decode_lossy, Exception: str})
-    return JSONResponse(with_request_id(request, {"detail": detail}), 422)
+    return JSONResponse(with_request_id(request.scope, {"detail": detail}), 422)
 
 
 def _decode_lossy(data: bytes) -> str:

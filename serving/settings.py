@@ -74,10 +74,11 @@ class SettingsError(SystemExit):
     """A setting is invalid. Raised as SystemExit so start-up stops with just the message."""
 
 
-def load_settings() -> Settings:
-    """Read the settings from the environment, or stop with a message naming each bad variable."""
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment (``overrides`` win), or stop with a message
+    naming each bad variable."""
     try:
-        return Settings()
+        return Settings(**overrides)
     except ValidationError as e:
         problems = []
         for err in e.errors():

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from sentiment_model import Prediction, SentimentModel, load_model
 from sentiment_model.data import clean_text
 from serving.asgi import BodyLimitMiddleware, ObservabilityMiddleware
+from serving.context import RequestCtx
 from serving.errors import install_error_handlers
 from serving.logs import configure_logging, prediction_fields
 from serving.metrics import Metrics
@@ -25,38 +26,7 @@ from serving.schemas import (
     json_response,
     request_models,
 )
-from serving.settings import load_settings
-
-# --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -----------
-settings = load_settings()
-PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
-log = configure_logging(settings.log_path, settings.log_level)
-metrics = Metrics()
-
-
-# --- Start-up: load the model once, before the first request ---------------------------------
-@asynccontextmanager
-async def lifespan(app: FastAPI):
-    started = time.perf_counter()
-    model = load_model(settings.model_dir)
-    app.state.model = model
-    metrics.set_model(model.version, model.metadata.sklearn_version)
-    log.info(
-        "model_loaded",
-        extra={
-            "model_version": model.version,
-            "load_seconds": round(time.perf_counter() - started, 3),
-            "settings": settings.model_dump(mode="json"),
-        },
-    )
-    yield
-    log.info("shutdown", extra={"model_version": model.version})
-
-
-app = FastAPI(title="Sentiment inference server (stage 3: metrics)", lifespan=lifespan)
-app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-app.add_middleware(ObservabilityMiddleware, metrics=metrics, logger=log)  # outermost
-install_error_handlers(app)
+from serving.settings import Settings, load_settings
 
 
 # --- Dependencies ----------------------------------------------------------------------------
@@ -72,62 +42,98 @@ def elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def run_model(model: SentimentModel, texts: list[str]) -> list[Prediction]:
-    """One model call, timed (in this stage every request is a "batch" of its own texts)."""
-    started = time.perf_counter()
-    predictions = model.predict(texts)
-    metrics.observe_batch(len(texts), time.perf_counter() - started)
-    return predictions
+def create_app(settings: Settings | None = None, *, load_model=load_model) -> FastAPI:
+    """The server, built from ``settings`` (default: the INFERENCE_* environment variables).
 
+    ``load_model`` loads the model at start-up; a test passes its own. Nothing is shared
+    between two apps: each has its own settings, request models, log and metrics registry.
+    """
+    # --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -------
+    settings = settings or load_settings()
+    PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
+    log = configure_logging(settings.log_path, settings.log_level)
+    metrics = Metrics()
 
-# --- Routes: validate -> preprocess -> infer -> postprocess ----------------------------------
-# Plain `def`: FastAPI runs them in its thread pool, so the CPU-bound model call never blocks
-# the event loop (which keeps accepting connections and answering /health meanwhile).
-@app.get("/health", response_model=HealthResponse)
-def health(model: Model) -> Response:
-    return json_response(HealthResponse(model_loaded=True, model_version=model.version))
-
-
-@app.get("/model")
-def model_info(model: Model) -> Response:
-    return json_response(model.metadata)
-
-
-@app.get("/metrics")
-def prometheus_metrics() -> Response:
-    return metrics.response()
-
-
-@app.post("/predict", response_model=PredictResponse)
-def predict(body: PredictRequest, model: Model, request: Request) -> Response:
-    started = time.perf_counter()
-    texts = [clean_text(body.text)]  # the same cleaning as the training data
-    [prediction] = run_model(model, texts)
-    metrics.count_labels([prediction.label])
-    request.state.log.update(prediction_fields([body.text], model.version, 1, settings.log_text))
-    return json_response(
-        PredictResponse(
-            label=prediction.label,
-            score=prediction.score,
-            model_version=model.version,
-            latency_ms=elapsed_ms(started),
+    # --- Start-up: load the model once, before the first request -----------------------------
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        started = time.perf_counter()
+        model = load_model(settings.model_dir)
+        app.state.model = model
+        metrics.set_model(model.version, model.metadata.sklearn_version)
+        log.info(
+            "model_loaded",
+            extra={
+                "model_version": model.version,
+                "load_seconds": round(time.perf_counter() - started, 3),
+                "settings": settings.model_dump(mode="json"),
+            },
         )
-    )
+        yield
+        log.info("shutdown", extra={"model_version": model.version})
 
+    app = FastAPI(title="Sentiment inference server (stage 3: metrics)", lifespan=lifespan)
+    app.state.metrics = metrics
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, logger=log)  # outermost
+    install_error_handlers(app)
 
-@app.post("/predict/batch", response_model=BatchResponse)
-def predict_batch(body: BatchRequest, model: Model, request: Request) -> Response:
-    started = time.perf_counter()
-    texts = [clean_text(text) for text in body.texts]
-    predictions = run_model(model, texts)
-    metrics.count_labels([p.label for p in predictions])
-    request.state.log.update(
-        prediction_fields(body.texts, model.version, len(texts), settings.log_text)
-    )
-    return json_response(
-        BatchResponse(
-            predictions=[LabelScore(label=p.label, score=p.score) for p in predictions],
-            model_version=model.version,
-            latency_ms=elapsed_ms(started),
+    def run_model(model: SentimentModel, texts: list[str]) -> list[Prediction]:
+        """One model call, timed (in this stage every request is a "batch" of its own texts)."""
+        started = time.perf_counter()
+        predictions = model.predict(texts)
+        metrics.observe_batch(len(texts), time.perf_counter() - started)
+        return predictions
+
+    # --- Routes: validate -> preprocess -> infer -> postprocess ------------------------------
+    # Plain `def`: FastAPI runs them in its thread pool, so the CPU-bound model call never
+    # blocks the event loop (which keeps accepting connections and answering /health meanwhile).
+    @app.get("/health", response_model=HealthResponse)
+    def health(model: Model) -> Response:
+        return json_response(HealthResponse(model_loaded=True, model_version=model.version))
+
+    @app.get("/model")
+    def model_info(model: Model) -> Response:
+        return json_response(model.metadata)
+
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return metrics.response()
+
+    @app.post("/predict", response_model=PredictResponse)
+    def predict(body: PredictRequest, model: Model, context: RequestCtx) -> Response:
+        started = time.perf_counter()
+        texts = [clean_text(body.text)]  # the same cleaning as the training data
+        [prediction] = run_model(model, texts)
+        metrics.count_labels([prediction.label])
+        context.log.update(prediction_fields([body.text], model.version, 1, settings.log_text))
+        return json_response(
+            PredictResponse(
+                label=prediction.label,
+                score=prediction.score,
+                model_version=model.version,
+                latency_ms=elapsed_ms(started),
+            )
         )
-    )
+
+    @app.post("/predict/batch", response_model=BatchResponse)
+    def predict_batch(body: BatchRequest, model: Model, context: RequestCtx) -> Response:
+        started = time.perf_counter()
+        texts = [clean_text(text) for text in body.texts]
+        predictions = run_model(model, texts)
+        metrics.count_labels([p.label for p in predictions])
+        context.log.update(
+            prediction_fields(body.texts, model.version, len(texts), settings.log_text)
+        )
+        return json_response(
+            BatchResponse(
+                predictions=[LabelScore(label=p.label, score=p.score) for p in predictions],
+                model_version=model.version,
+                latency_ms=elapsed_ms(started),
+            )
+        )
+
+    return app
+
+
+app = create_app()  # the app uvicorn serves (the command above)

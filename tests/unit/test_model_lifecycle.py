@@ -55,6 +55,7 @@ def rewrite_metadata(path: Path, **changes) -> None:
 # --- training and evaluation ------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 def test_model_on_sample_beats_keyword_baseline(sample, splits):
     val = splits.validation
     model_report = evaluate(fit(sample), val)
@@ -65,6 +66,7 @@ def test_model_on_sample_beats_keyword_baseline(sample, splits):
     assert list(table.index) == ["model", "keywords", "published baseline"]
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 def test_evaluation_report_is_complete_and_consistent(sample, splits):
     report = evaluate(fit(sample), splits.validation)
     overall = report["overall"]
@@ -88,6 +90,7 @@ def test_dummy_model_counts_keywords():
 # --- export -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 def test_export_then_load_gives_identical_predictions(sample, tmp_path):
     pipeline = fit(sample)
     before = pipeline.predict_proba(TEXTS)
@@ -115,6 +118,7 @@ def test_metadata_describes_the_artifact(small_model_dir):
         assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in z.infolist())
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 def test_compaction_drops_stop_words_and_stores_vocabulary_as_array(sample):
     pipeline = fit(sample)
     tfidf = pipeline.named_steps["tfidf"]

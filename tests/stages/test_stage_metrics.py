@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-from fastapi.testclient import TestClient
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
-from stage_loader import import_stage
-
-STAGE = Path(__file__).resolve().parent.parent / "lessons" / "03_metrics" / "inference_server.py"
 
 
 @pytest.fixture
-def stage(monkeypatch, tmp_path, small_model_dir) -> ModuleType:
-    monkeypatch.setenv("INFERENCE_MODEL_DIR", str(small_model_dir))
-    monkeypatch.setenv("INFERENCE_LOG_PATH", str(tmp_path / "requests.log"))
-    return import_stage(STAGE)
-
-
-@pytest.fixture
-def client(stage):
-    with TestClient(stage.app) as c:
+def client(start_stage):
+    with start_stage("metrics") as c:
         yield c
 
 
-def value(stage: ModuleType, name: str, **labels: str) -> float:
-    return stage.metrics.registry.get_sample_value(name, labels) or 0.0
+def value(stage: FastAPI, name: str, **labels: str) -> float:
+    return stage.state.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def test_metrics_exposed_and_moving(stage, client):
+def test_metrics_exposed_and_moving(client):
+    stage = client.app
     client.post("/predict", json={"text": "A wonderful film."})
     client.post("/predict/batch", json={"texts": ["great", "awful", "fine"]})
     client.post("/predict", json={"text": ""})
@@ -76,7 +65,9 @@ def test_one_json_log_line_per_request(client, tmp_path):
     assert "secret words" not in (tmp_path / "requests.log").read_text()
 
 
-def test_model_error_is_500_with_request_id(stage, client, monkeypatch, tmp_path):
+def test_model_error_is_500_with_request_id(client, monkeypatch, tmp_path):
+    stage = client
+
     def broken(texts):
         raise RuntimeError("the model exploded")
 

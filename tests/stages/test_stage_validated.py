@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-from fastapi.testclient import TestClient
-from stage_loader import import_stage
 
 from sentiment_model import load_model
 
-STAGE = Path(__file__).resolve().parent.parent / "lessons" / "02_validated" / "inference_server.py"
-
 
 @pytest.fixture
-def make_stage(monkeypatch, small_model_dir):
-    def make(**env) -> ModuleType:
-        for name, value in ({"MODEL_DIR": small_model_dir} | env).items():
-            monkeypatch.setenv(f"INFERENCE_{name}", str(value))
-        return import_stage(STAGE)
-
-    return make
-
-
-@pytest.fixture
-def client(make_stage):
-    with TestClient(make_stage().app) as c:
+def client(start_stage):
+    with start_stage("validated") as c:
         yield c
 
 
@@ -79,8 +63,8 @@ def test_malformed_json_is_422(client):
     assert r.status_code == 422
 
 
-def test_body_over_limit_is_413(make_stage):
-    with TestClient(make_stage(MAX_BODY_BYTES=2048).app) as c:
+def test_body_over_limit_is_413(start_stage):
+    with start_stage("validated", MAX_BODY_BYTES=2048) as c:
         assert c.post("/predict", json={"text": "x" * 3000}).status_code == 413
         assert c.post("/predict", json={"text": "x" * 1000}).status_code == 200
 
@@ -90,9 +74,9 @@ def test_unknown_path_and_wrong_method(client):
     assert client.get("/predict").status_code == 405
 
 
-def test_bad_setting_stops_start_up(make_stage):
+def test_bad_setting_stops_start_up(start_stage):
     with pytest.raises(SystemExit, match="INFERENCE_MAX_TEXT_CHARS"):
-        make_stage(MAX_TEXT_CHARS="0")
+        start_stage.app("validated", MAX_TEXT_CHARS="0")
 
 
 def test_body_that_is_not_utf8_is_422(client):

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 from fastapi.testclient import TestClient
-from stage_loader import import_stage
-
-STAGE = Path(__file__).resolve().parent.parent / "lessons" / "01_naive" / "inference_server.py"
 
 
 @pytest.fixture
-def naive(monkeypatch, small_model_dir) -> ModuleType:
-    monkeypatch.setenv("INFERENCE_MODEL_DIR", str(small_model_dir))
-    return import_stage(STAGE)
+def naive(start_stage) -> ModuleType:
+    """The module itself: the naive stage keeps its model in a module global."""
+    return start_stage.module("naive")
 
 
 @pytest.fixture

@@ -9,18 +9,14 @@ the validation boundary rather than only the JSON parser.
 from __future__ import annotations
 
 import re
-import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stage_loader import import_stage
 
 from serving.schemas import BatchResponse, PredictResponse
 
-SERVER = Path(__file__).resolve().parent.parent / "inference_server.py"
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 FUZZ = settings(
     max_examples=300,
@@ -79,21 +75,10 @@ def bodies_for(request_schema: dict, components: dict) -> st.SearchStrategy:
     return st.one_of(shaped, shaped, shaped, json_values)
 
 
-@pytest.fixture(scope="module")
-def client(small_model_dir, tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("INFERENCE_MODEL_DIR", str(small_model_dir))
-    mp.setenv("INFERENCE_LOG_PATH", str(tmp_path_factory.mktemp("fuzz") / "requests.log"))
-    module = import_stage(SERVER)
-    try:
-        with TestClient(module.app, raise_server_exceptions=False) as c:
-            deadline = time.monotonic() + 30
-            while c.get("/ready").status_code != 200:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-            yield c
-    finally:
-        mp.undo()
+@pytest.fixture
+def client(start_stage) -> TestClient:
+    with start_stage(raise_server_exceptions=False) as c:
+        yield c
 
 
 def check(response, path: str) -> None:

@@ -1,7 +1,7 @@
 """The final stage's contract (top-level inference_server.py), line by line.
 
-Each test imports a fresh copy of the server module with its own INFERENCE_* environment, so
-settings, metrics registry and log file are the test's own. Scenarios that need requests in
+Each test builds its own app with ``start_stage`` (tests/conftest.py), so settings, metrics
+registry and log file are the test's own. Scenarios that need requests in
 flight at the same time run in one event loop (httpx.ASGITransport) and hold the model with a
 gate, so they are deterministic: no sleeps decide an outcome.
 """
@@ -17,54 +17,24 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
-from stage_loader import import_stage
 
 from sentiment_model import load_model
 from sentiment_model.data import clean_text
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER = ROOT / "inference_server.py"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 POSITIVE = "A wonderful, moving film with brilliant acting. I loved every minute of it."
 NEGATIVE = "Terrible, boring and badly acted. The worst movie I have seen, a waste of time."
 
 
 @pytest.fixture
-def make_server(monkeypatch, tmp_path, small_model_dir) -> Callable[..., ModuleType]:
-    """``make_server(MAX_QUEUE=2, ...)``: the final stage, small model, these settings."""
-
-    def make(**env) -> ModuleType:
-        settings = {"MODEL_DIR": small_model_dir, "LOG_PATH": tmp_path / "requests.log"} | env
-        for name, value in settings.items():
-            monkeypatch.setenv(f"INFERENCE_{name}", str(value))
-        return import_stage(SERVER)
-
-    return make
-
-
-def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
-    """Poll /ready until the background model load is done."""
-    deadline = time.monotonic() + timeout
-    while client.get("/ready").status_code != 200:
-        assert time.monotonic() < deadline, "server not ready in time"
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def server(make_server) -> ModuleType:
-    return make_server()
-
-
-@pytest.fixture
-def client(server):
-    with TestClient(server.app) as c:
-        wait_ready(c)
+def client(start_stage):
+    """The final stage, small model, default settings, ready."""
+    with start_stage() as c:
         yield c
 
 
@@ -73,9 +43,9 @@ def log_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def metric(server: ModuleType, name: str, **labels: str) -> float:
+def metric(app: FastAPI, name: str, **labels: str) -> float:
     """A sample's current value (0 when it does not exist yet)."""
-    return server.metrics.registry.get_sample_value(name, labels) or 0.0
+    return app.state.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 class GatedModel:
@@ -112,14 +82,14 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def run_scenario(server: ModuleType, scenario) -> None:
+def run_scenario(app: FastAPI, scenario) -> None:
     """Run ``scenario(client)`` with the app's lifespan, in one event loop."""
 
     async def main():
-        async with server.app.router.lifespan_context(server.app):
-            transport = httpx.ASGITransport(app=server.app)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                await until(lambda: server.app.state.server.not_ready_reason() is None)
+                await until(lambda: app.state.server.not_ready_reason() is None)
                 await scenario(c)
 
     asyncio.run(main())
@@ -247,10 +217,8 @@ def test_unknown_path_and_wrong_method(client):
 
 
 # --- body size ------------------------------------------------------------------------------
-def test_body_over_limit_is_413(make_server):
-    server = make_server(MAX_BODY_BYTES=4096)
-    with TestClient(server.app) as c:
-        wait_ready(c)
+def test_body_over_limit_is_413(start_stage):
+    with start_stage(MAX_BODY_BYTES=4096) as c:
         ok = c.post("/predict", json={"text": "x" * 4000})
         assert ok.status_code == 200
         r = c.post("/predict", json={"text": "x" * 5000})
@@ -264,9 +232,9 @@ def test_default_limit_refuses_multi_megabyte_body(client):
     assert r.status_code == 413
 
 
-def test_chunked_body_refused_before_read_whole(make_server):
+def test_chunked_body_refused_before_read_whole(start_stage):
     """No Content-Length: the body is counted as it streams; reading stops at the limit."""
-    server = make_server(MAX_BODY_BYTES=4096)
+    app = start_stage.app(MAX_BODY_BYTES=4096)
     chunks_sent = 0
     sent: list[dict] = []
 
@@ -281,7 +249,7 @@ def test_chunked_body_refused_before_read_whole(make_server):
         sent.append(message)
 
     async def main():
-        async with server.app.router.lifespan_context(server.app):
+        async with app.router.lifespan_context(app):
             scope = {
                 "type": "http",
                 "asgi": {"version": "3.0"},
@@ -297,7 +265,7 @@ def test_chunked_body_refused_before_read_whole(make_server):
                 "server": ("127.0.0.1", 80),
                 "state": {},
             }
-            await server.app(scope, receive, send)
+            await app(scope, receive, send)
 
     asyncio.run(main())
     assert sent[0]["status"] == 413
@@ -376,7 +344,8 @@ def test_metrics_endpoint_exposes_every_metric(client, small_model_dir):
     assert {"1.0", "64.0"} <= sizes
 
 
-def test_metrics_move(server, client):
+def test_metrics_move(client):
+    server = client.app
     requests = ("http_requests_total", {"method": "POST", "route": "/predict", "status": "200"})
     before = {
         "requests": metric(server, requests[0], **requests[1]),
@@ -465,18 +434,15 @@ def test_one_json_log_line_per_request(client, tmp_path, small_model_dir):
     assert secret not in (tmp_path / "requests.log").read_text()  # never the raw text
 
 
-def test_log_text_opt_in(make_server, tmp_path):
-    server = make_server(LOG_TEXT="true")
-    with TestClient(server.app) as c:
-        wait_ready(c)
+def test_log_text_opt_in(start_stage, tmp_path):
+    with start_stage(LOG_TEXT="true") as c:
         c.post("/predict", json={"text": "opt-in review text"})
     assert "opt-in review text" in (tmp_path / "requests.log").read_text()
 
 
-def test_start_up_and_shutdown_are_logged(make_server, tmp_path, small_model_dir):
-    server = make_server(MAX_BATCH_WAIT_MS="3")
-    with TestClient(server.app) as c:
-        wait_ready(c)
+def test_start_up_and_shutdown_are_logged(start_stage, tmp_path, small_model_dir):
+    with start_stage(MAX_BATCH_WAIT_MS="3"):
+        pass
     lines = log_lines(tmp_path / "requests.log")
     [loaded] = [line for line in lines if line["event"] == "model_loaded"]
     assert loaded["model_version"] == load_model(small_model_dir).version
@@ -484,20 +450,19 @@ def test_start_up_and_shutdown_are_logged(make_server, tmp_path, small_model_dir
     assert loaded["settings"]["max_batch_wait_ms"] == 3.0
     [shutdown] = [line for line in lines if line["event"] == "shutdown"]
     assert shutdown["drained_texts"] == 0
+    assert shutdown["drain_complete"] is True
 
 
 # --- readiness --------------------------------------------------------------------------------
-def test_not_ready_while_loading(make_server, monkeypatch):
-    server = make_server()
+def test_not_ready_while_loading(start_stage):
     release = threading.Event()
-    real_load = server.load_model
 
     def slow_load(path):
         release.wait(10)
-        return real_load(path)
+        return load_model(path)
 
-    monkeypatch.setattr(server, "load_model", slow_load)
-    with TestClient(server.app) as c:
+    with start_stage(load_model=slow_load, ready=False) as c:
+        server = c.app
         r = c.get("/health")
         assert r.json() == {"status": "ok", "model_loaded": False, "model_version": None}
         r = c.get("/ready")
@@ -511,7 +476,7 @@ def test_not_ready_while_loading(make_server, monkeypatch):
             assert response.json()["detail"] == "model is loading"
         assert metric(server, "inference_rejections_total", reason="not_ready") == 3
         release.set()
-        wait_ready(c)
+        start_stage.wait_ready(c)
         assert c.post("/predict", json={"text": "good"}).status_code == 200
         assert c.get("/health").json()["model_loaded"] is True
 
@@ -525,17 +490,13 @@ def corrupt_copy(src: Path, dst: Path) -> Path:
 
 
 @pytest.mark.parametrize("problem", ["missing", "checksum"])
-def test_model_that_cannot_load_keeps_process_up(make_server, tmp_path, small_model_dir, problem):
+def test_model_that_cannot_load_keeps_process_up(start_stage, tmp_path, small_model_dir, problem):
     if problem == "missing":
         model_dir, expected = tmp_path / "no-such-model", "model directory does not exist"
     else:
         model_dir, expected = corrupt_copy(small_model_dir, tmp_path / "bad"), "sha256"
-    server = make_server(MODEL_DIR=model_dir)
-    with TestClient(server.app) as c:
-        deadline = time.monotonic() + 30
-        while server.app.state.server.load_error is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+    with start_stage(MODEL_DIR=model_dir, ready=False) as c:
+        start_stage.wait_until(lambda: c.app.state.server.load_error is not None, "no error")
         assert c.get("/health").json() == {
             "status": "ok",
             "model_loaded": False,
@@ -558,8 +519,8 @@ def test_model_that_cannot_load_keeps_process_up(make_server, tmp_path, small_mo
     assert expected in failures[0]["error"] and failures[0]["level"] == "ERROR"
 
 
-def test_shutting_down_refuses_new_predictions(server, client):
-    server.app.state.server.begin_drain()  # what SIGTERM does first
+def test_shutting_down_refuses_new_predictions(client):
+    client.app.state.server.begin_drain()  # what SIGTERM does first
     r = client.get("/ready")
     assert (r.status_code, r.json()) == (503, {"ready": False, "reason": "server is shutting down"})
     r = client.post("/predict", json={"text": "good"})
@@ -568,10 +529,11 @@ def test_shutting_down_refuses_new_predictions(server, client):
 
 
 # --- overload, timeout, failures --------------------------------------------------------------
-def test_full_queue_is_503_with_retry_after(make_server, monkeypatch):
-    server = make_server(MAX_QUEUE=3, MAX_BATCH_ITEMS=2, MAX_BATCH_WAIT_MS=0)
+def test_full_queue_is_503_with_retry_after(start_stage):
     gate = GatedModel()
-    monkeypatch.setattr(server, "load_model", gate.load)
+    server = start_stage.app(
+        MAX_QUEUE=3, MAX_BATCH_ITEMS=2, MAX_BATCH_WAIT_MS=0, load_model=gate.load
+    )
     results: dict = {}
 
     async def scenario(c: httpx.AsyncClient):
@@ -581,7 +543,7 @@ def test_full_queue_is_503_with_retry_after(make_server, monkeypatch):
             asyncio.create_task(c.post("/predict/batch", json={"texts": ["q1", "q2"]})),
             asyncio.create_task(c.post("/predict", json={"text": "q3"})),
         ]
-        batcher = server.app.state.server.batcher
+        batcher = server.state.server.batcher
         await until(lambda: batcher.queue_depth == 3)  # full
         results["depth"] = metric(server, "inference_queue_depth")
         results["single"] = await c.post("/predict", json={"text": "one too many"})
@@ -605,10 +567,9 @@ def test_full_queue_is_503_with_retry_after(make_server, monkeypatch):
     assert all("one too many" not in b for b in gate.batches)
 
 
-def test_waiting_too_long_is_504_and_never_runs(make_server, monkeypatch):
-    server = make_server(REQUEST_TIMEOUT_S="0.2", MAX_BATCH_WAIT_MS=0)
+def test_waiting_too_long_is_504_and_never_runs(start_stage):
     gate = GatedModel()
-    monkeypatch.setattr(server, "load_model", gate.load)
+    server = start_stage.app(REQUEST_TIMEOUT_S="0.2", MAX_BATCH_WAIT_MS=0, load_model=gate.load)
     results: dict[str, httpx.Response] = {}
 
     async def scenario(c: httpx.AsyncClient):
@@ -629,17 +590,16 @@ def test_waiting_too_long_is_504_and_never_runs(make_server, monkeypatch):
     assert metric(server, "inference_rejections_total", reason="timeout") >= 1
 
 
-def test_latency_includes_queueing(make_server, monkeypatch):
-    server = make_server(MAX_BATCH_WAIT_MS=0)
+def test_latency_includes_queueing(start_stage):
     gate = GatedModel()
-    monkeypatch.setattr(server, "load_model", gate.load)
+    server = start_stage.app(MAX_BATCH_WAIT_MS=0, load_model=gate.load)
     results: dict[str, httpx.Response] = {}
 
     async def scenario(c: httpx.AsyncClient):
         running = asyncio.create_task(c.post("/predict", json={"text": "hold"}))
         await until(gate.entered.is_set)
         queued = asyncio.create_task(c.post("/predict", json={"text": "queued"}))
-        await until(lambda: server.app.state.server.batcher.queue_depth == 1)
+        await until(lambda: server.state.server.batcher.queue_depth == 1)
         await asyncio.sleep(0.3)
         gate.release.set()
         results["queued"], results["running"] = await queued, await running
@@ -652,12 +612,9 @@ def test_latency_includes_queueing(make_server, monkeypatch):
     )
 
 
-def test_failing_batch_is_500_and_server_keeps_serving(make_server, monkeypatch, tmp_path):
-    server = make_server()
+def test_failing_batch_is_500_and_server_keeps_serving(start_stage, tmp_path):
     gate = GatedModel()
-    monkeypatch.setattr(server, "load_model", gate.load)
-    with TestClient(server.app) as c:
-        wait_ready(c)
+    with start_stage(load_model=gate.load) as c:
         r = c.post("/predict", json={"text": "boom"}, headers={"X-Request-ID": "fail-1"})
         assert r.status_code == 500
         assert r.json() == {"detail": "internal error", "request_id": "fail-1"}
@@ -675,10 +632,9 @@ def test_failing_batch_is_500_and_server_keeps_serving(make_server, monkeypatch,
     assert access["level"] == "ERROR"
 
 
-def test_concurrent_requests_share_a_batch(make_server, monkeypatch, tmp_path):
-    server = make_server(MAX_BATCH_WAIT_MS=0)
+def test_concurrent_requests_share_a_batch(start_stage, tmp_path):
     gate = GatedModel()
-    monkeypatch.setattr(server, "load_model", gate.load)
+    server = start_stage.app(MAX_BATCH_WAIT_MS=0, load_model=gate.load)
     results: list[httpx.Response] = []
 
     async def scenario(c: httpx.AsyncClient):
@@ -686,7 +642,7 @@ def test_concurrent_requests_share_a_batch(make_server, monkeypatch, tmp_path):
         await until(gate.entered.is_set)
         texts = [POSITIVE, NEGATIVE, "fine"]
         queued = [asyncio.create_task(c.post("/predict", json={"text": t})) for t in texts]
-        await until(lambda: server.app.state.server.batcher.queue_depth == 3)
+        await until(lambda: server.state.server.batcher.queue_depth == 3)
         gate.release.set()
         results.extend(await asyncio.gather(running, *queued))
 
@@ -711,9 +667,9 @@ def test_concurrent_requests_share_a_batch(make_server, monkeypatch, tmp_path):
         ({"MAX_QUEUE": "8"}, "INFERENCE_MAX_QUEUE"),  # smaller than MAX_BATCH_ITEMS (64)
     ],
 )
-def test_bad_setting_stops_start_up(make_server, env, named):
+def test_bad_setting_stops_start_up(start_stage, env, named):
     with pytest.raises(SystemExit) as stopped:
-        make_server(**env)
+        start_stage.app(**env)
     assert named in str(stopped.value)
 
 
@@ -742,30 +698,9 @@ def test_texts_are_cleaned_like_the_training_data(client, small_model_dir):
     assert r.json()["score"] == pytest.approx(expected.score)
 
 
-def test_body_limit_rejects_a_content_length_that_is_not_a_number():
-    """uvicorn refuses such requests itself; the middleware does not rely on it."""
-    from serving.asgi import BodyLimitMiddleware
-
-    async def app(scope, receive, send):  # pragma: no cover - must not be reached
-        raise AssertionError("the app was called")
-
-    sent: list[dict] = []
-
-    async def send(message):
-        sent.append(message)
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", b"x")]}
-    asyncio.run(BodyLimitMiddleware(app, max_body_bytes=10)(scope, receive, send))
-    assert sent[0]["status"] == 400
-
-
-def test_caller_that_goes_away_does_not_break_the_batch(make_server, monkeypatch):
-    server = make_server(MAX_BATCH_WAIT_MS=0)
+def test_caller_that_goes_away_does_not_break_the_batch(start_stage):
     gate = GatedModel()
-    monkeypatch.setattr(server, "load_model", gate.load)
+    server = start_stage.app(MAX_BATCH_WAIT_MS=0, load_model=gate.load)
     results: dict[str, httpx.Response] = {}
 
     async def scenario(c: httpx.AsyncClient):
@@ -773,7 +708,7 @@ def test_caller_that_goes_away_does_not_break_the_batch(make_server, monkeypatch
         await until(gate.entered.is_set)
         gone = asyncio.create_task(c.post("/predict", json={"text": "gone away"}))
         stays = asyncio.create_task(c.post("/predict", json={"text": "stays"}))
-        await until(lambda: server.app.state.server.batcher.queue_depth == 2)
+        await until(lambda: server.state.server.batcher.queue_depth == 2)
         gone.cancel()  # the client disconnects while its text waits in the queue
         await asyncio.gather(gone, return_exceptions=True)
         gate.release.set()
@@ -790,15 +725,33 @@ def test_caller_that_goes_away_does_not_break_the_batch(make_server, monkeypatch
     assert ["stays"] in gate.batches
 
 
-def test_log_file_is_rotated(monkeypatch, tmp_path):
-    import serving.logs
+def test_drain_that_times_out_is_reported(start_stage, monkeypatch, tmp_path):
+    """A model stuck past DRAIN_TIMEOUT_S: queued texts get 503 and the drain is recorded as
+    incomplete (the launcher's exit code 4, serving/serve.py)."""
+    import serving.shutdown
 
-    monkeypatch.setattr(serving.logs, "MAX_LOG_BYTES", 2_000)
-    log = serving.logs.configure_logging(tmp_path / "r.log", name="rotation-test")
-    for i in range(100):
-        log.info("request", extra={"request_id": f"id-{i}", "status": 200})
-    for handler in log.handlers:
-        handler.close()
-    files = sorted(p.name for p in tmp_path.iterdir())
-    assert files[:3] == ["r.log", "r.log.1", "r.log.2"]
-    assert all(json.loads(line) for line in (tmp_path / "r.log").read_text().splitlines())
+    monkeypatch.setattr(serving.shutdown, "_drains", [])
+    gate = GatedModel()
+    app = start_stage.app(DRAIN_TIMEOUT_S="0.2", MAX_BATCH_WAIT_MS=0, load_model=gate.load)
+    results: dict[str, httpx.Response] = {}
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            async with app.router.lifespan_context(app):
+                await until(lambda: app.state.server.not_ready_reason() is None)
+                running = asyncio.create_task(c.post("/predict", json={"text": "hold"}))
+                await until(gate.entered.is_set)
+                queued = asyncio.create_task(c.post("/predict", json={"text": "queued"}))
+                await until(lambda: app.state.server.batcher.queue_depth == 1)
+            # the lifespan has ended: its drain gave up after 0.2 s with the model still held
+            gate.release.set()
+            results["running"], results["queued"] = await asyncio.gather(running, queued)
+
+    asyncio.run(main())
+    assert results["queued"].status_code == 503
+    assert results["queued"].json()["detail"] == "server is shutting down"
+    assert all("queued" not in batch for batch in gate.batches)  # refused, never run
+    [shutdown] = [x for x in log_lines(tmp_path / "requests.log") if x["event"] == "shutdown"]
+    assert shutdown["drain_complete"] is False
+    assert serving.shutdown.drains_complete() is False

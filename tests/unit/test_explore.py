@@ -64,6 +64,7 @@ def test_length_summary_percentiles_and_share_of_long_texts():
     assert "p99.9" in length_summary(df).columns
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 def test_metrics_table_has_a_row_per_part_of_the_report(sample, splits):
     report = evaluate(fit(sample), splits.validation.head(400))
     table = metrics_table(report)
@@ -93,6 +94,7 @@ def test_pruned_terms_are_exactly_the_rare_ngrams():
     assert pruned_terms(tfidf, texts) == {"plot", "odd", "good film", "good plot", "odd film"}
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 def test_skops_roundtrip_reports_size_and_times(sample, tmp_path):
     pipeline = fit(sample)
     result = skops_roundtrip(pipeline, tmp_path / "m.skops")
@@ -101,6 +103,7 @@ def test_skops_roundtrip_reports_size_and_times(sample, tmp_path):
     assert "load_s" not in skops_roundtrip(pipeline, tmp_path / "n.skops", load=False)
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_load_footprint_measures_a_fresh_process(small_model_dir: Path):
     result = load_footprint(small_model_dir)
@@ -110,6 +113,7 @@ def test_load_footprint_measures_a_fresh_process(small_model_dir: Path):
     assert result["peak_rss_bytes"] >= result["rss_after_load_bytes"]
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 def test_load_footprint_reports_a_failed_load(tmp_path: Path):
     with pytest.raises(RuntimeError, match="model directory does not exist"):
         load_footprint(tmp_path / "missing")

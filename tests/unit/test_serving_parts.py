@@ -1,0 +1,152 @@
+"""Unit tests of the request context, the rejection mapping, the SIGTERM hook and the launcher."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import pytest
+import uvicorn
+
+import serving.serve
+import serving.shutdown
+from serving.batcher import BatcherClosedError, QueueFullError, RequestTimeoutError
+from serving.context import RequestContext, context_of, with_request_id
+from serving.rejections import as_http_error
+from serving.serve import (
+    EXIT_DRAIN_INCOMPLETE,
+    EXIT_OK,
+    EXIT_STARTUP_FAILED,
+    DrainingServer,
+    parse_args,
+)
+from serving.shutdown import SigtermHook, drains_complete, record_drain
+from serving.state import DRAINING, NotReadyError, ServerState
+
+
+# --- request context --------------------------------------------------------------------------
+def test_request_context_is_stored_once_and_read_back():
+    scope: dict = {"type": "http"}
+    context = RequestContext("abc-1").attach(scope)
+    assert context_of(scope) is context and context.log == {}
+    context.log["status_note"] = "x"
+    assert context_of(scope).log == {"status_note": "x"}
+
+
+def test_error_bodies_get_the_request_id_only_when_there_is_one():
+    assert with_request_id({}, {"detail": "d"}) == {"detail": "d"}  # stage 2: no middleware
+    scope: dict = {}
+    RequestContext("rid-7").attach(scope)
+    assert with_request_id(scope, {"detail": "d"}) == {"detail": "d", "request_id": "rid-7"}
+
+
+# --- rejections -------------------------------------------------------------------------------
+OVERLOADED = "server is overloaded, retry later"
+
+
+@pytest.mark.parametrize(
+    "error,reason,status,detail,headers",
+    [
+        (QueueFullError("full"), "queue_full", 503, OVERLOADED, {"Retry-After": "1"}),
+        (RequestTimeoutError("no result within 0.2 s"), "timeout", 504, "no result within 0.2 s",
+         None),
+        (BatcherClosedError("closed"), "not_ready", 503, DRAINING, None),
+        (NotReadyError("model is loading"), "not_ready", 503, "model is loading", None),
+    ],
+)  # fmt: skip
+def test_each_refusal_has_its_answer_and_reason(error, reason, status, detail, headers):
+    got_reason, answer = as_http_error(error)
+    assert got_reason == reason
+    assert (answer.status_code, answer.detail, answer.headers) == (status, detail, headers)
+
+
+# --- SIGTERM hook -----------------------------------------------------------------------------
+def test_sigterm_hook_flips_first_then_hands_over():
+    calls: list[str] = []
+
+    def server_handler(signum, frame) -> None:
+        calls.append("server")
+
+    original = signal.signal(signal.SIGTERM, server_handler)
+    try:
+        hook = SigtermHook(lambda: calls.append("drain"))
+        hook.install()
+        signal.raise_signal(signal.SIGTERM)
+        assert calls == ["drain", "server"]
+        hook.uninstall()
+        assert signal.getsignal(signal.SIGTERM) == server_handler  # the server decides the exit
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+def test_drain_outcomes_are_recorded(monkeypatch):
+    monkeypatch.setattr(serving.shutdown, "_drains", [])
+    assert drains_complete()  # no app reported: nothing was left undone
+    record_drain(True)
+    assert drains_complete()
+    record_drain(False)
+    assert not drains_complete()
+
+
+# --- launcher ---------------------------------------------------------------------------------
+def test_second_signal_does_not_cut_the_drain_short():
+    server = DrainingServer(uvicorn.Config("inference_server:app"))
+    server.handle_exit(signal.SIGTERM, None)
+    assert server.should_exit and not server.force_exit
+    server.handle_exit(signal.SIGINT, None)  # Ctrl-C while draining
+    assert not server.force_exit
+    assert server.received == [signal.SIGTERM, signal.SIGINT]
+
+
+def test_captured_signals_are_not_raised_again():
+    server = DrainingServer(uvicorn.Config("inference_server:app"))
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with server.capture_signals():
+        assert signal.getsignal(signal.SIGTERM) == server.handle_exit
+        signal.raise_signal(signal.SIGTERM)
+        assert server.should_exit
+    # leaving the block restored the handlers and did not re-raise SIGTERM (we are alive)
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+@pytest.mark.parametrize(
+    "started,drains,code",
+    [(True, [True], EXIT_OK), (True, [], EXIT_OK), (True, [False], EXIT_DRAIN_INCOMPLETE),
+     (False, [], EXIT_STARTUP_FAILED)],
+)  # fmt: skip
+def test_exit_code_tells_how_the_drain_ended(monkeypatch, started, drains, code):
+    monkeypatch.setattr(serving.shutdown, "_drains", [])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main() adds --app-dir to it
+
+    def run(self, sockets=None):
+        self.started = started
+        for complete in drains:
+            record_drain(complete)
+
+    monkeypatch.setattr(DrainingServer, "run", run)
+    assert serving.serve.main(["--port", "0"]) == code
+
+
+def test_command_line_defaults_and_checks():
+    args = parse_args([])
+    assert (args.app, args.app_dir, args.host, args.port, args.workers) == (
+        "inference_server:app", ".", "127.0.0.1", 8000, 1,
+    )  # fmt: skip
+    args = parse_args(["--app-dir", "lessons/02_validated", "--workers", "2", "--port", "9"])
+    assert (args.app_dir, args.workers, args.port) == ("lessons/02_validated", 2, 9)
+    with pytest.raises(SystemExit):
+        parse_args(["--workers", "0"])
+
+
+def test_sigterm_flips_readiness_before_the_launcher_starts_draining():
+    """The app's hook (installed at start-up, inside the launcher's capture_signals) runs
+    first: /ready says 503 from the moment SIGTERM arrives."""
+    server = DrainingServer(uvicorn.Config("inference_server:app"))
+    state = ServerState()
+    with server.capture_signals():
+        hook = SigtermHook(state.begin_drain)
+        hook.install()
+        signal.raise_signal(signal.SIGTERM)
+        assert state.not_ready_reason() == DRAINING
+        assert server.should_exit and server.received == [signal.SIGTERM]
+        hook.uninstall()
