@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from loadtest.steps import plural
 from serving.stages import BASELINE_STAGE, FINAL_STAGE
 
 REFERENCE = "reference"  # the FastAPI ceiling: validation and a constant answer, no model
@@ -30,6 +31,13 @@ class RunData:
     ceiling: pd.DataFrame
     batch_size: int = 32
     labels: dict | None = None  # labels.json: the final stage's labels vs sklearn's
+
+    def __post_init__(self) -> None:
+        # Runs recorded before these columns existed: every server scored with sklearn.
+        missing = {"scorer": "sklearn", "bench_off": ""}
+        missing = {k: v for k, v in missing.items() if k not in self.summary}
+        if missing and len(self.summary):
+            self.summary = self.summary.assign(**missing)
 
     def steps(self, kind: str, stage: str, profile: str | None = None) -> pd.DataFrame:
         s = self.summary
@@ -64,8 +72,8 @@ def _min_step_ratio(d: RunData, profile: str) -> Measured:
     worst = both.loc[ratio.idxmin()]
     steps = ", ".join(f"{u}: {r:.2f}x" for u, r in zip(both["users"], ratio, strict=True))
     return ratio.min(), (
-        f"worst at {int(worst['users'])} users ({worst['rps_f']:.0f} vs {worst['rps_b']:.0f} "
-        f"req/s); per step {steps}"
+        f"worst at {plural(int(worst['users']), 'user')} ({worst['rps_f']:.0f} vs "
+        f"{worst['rps_b']:.0f} req/s); per step {steps}"
     )
 
 

@@ -115,7 +115,8 @@ def plan(config: BenchConfig, hooks: dict[str, Callable[[StageServer], None]]) -
             Session(label, SERVERS[label], env, stage_steps(label), n, hooks.get(label))
         )
     final = SERVERS[FINAL_STAGE]
-    for wait in config.sweep_ms:
+    with_final = FINAL_STAGE in config.stages  # the sweep and the layers are the final stage's
+    for wait in config.sweep_ms if with_final else []:
         sweep = [
             Step("wait_sweep", p, u) for p in config.sweep_profiles for u in config.sweep_users
         ]
@@ -124,7 +125,7 @@ def plan(config: BenchConfig, hooks: dict[str, Callable[[StageServer], None]]) -
             Session(f"{FINAL_STAGE}-wait{wait:g}ms", final, wait_env,
                     lambda _s, _r, steps=sweep: steps, len(sweep))
         )  # fmt: skip
-    for off in config.layers:
+    for off in config.layers if with_final else []:
         step = Step("layers", config.layers_profile, config.layers_users)
         off_env = env | ({"INFERENCE_BENCH_OFF": off} if off else {})
         name = f"{FINAL_STAGE}-off-{off.replace(',', '+') or 'none'}"
