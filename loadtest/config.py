@@ -65,7 +65,7 @@ class BenchConfig:
         base = dict(
             profiles=["short"],
             users=[1, 8, 32],
-            duration=2.0,
+            duration=3.0,
             mixed_users=32,
             half_load_users=16,
             sweep_ms=[0, 5],

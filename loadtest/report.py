@@ -134,12 +134,16 @@ def _failures(d: RunData, _: str | None) -> Measured:
     s = d.summary
     if not len(s):
         return None
-    failed = s[s["failures"] > 0]
+    # A step that measured no request at all (locust still spawning when it ended, say) counts
+    # as one failure: it proves nothing either way.
+    bad = s[(s["failures"] > 0) | (s["requests"] == 0)]
     where = "; ".join(
-        f"{r.stage} {r.profile} {r.kind} u{r.users}: {r.failures}" for r in failed.itertuples()
+        f"{r.stage} {r.profile} {r.kind} u{r.users}: "
+        + (f"{r.failures} failed" if r.failures else "no request measured")
+        for r in bad.itertuples()
     )
     where = where or f"{int(s['requests'].sum())} requests, none failed"
-    return float(s["failures"].sum()), where
+    return float(s["failures"].sum() + (s["requests"] == 0).sum()), where
 
 
 def _rss_growth(d: RunData, stage: str) -> Measured:

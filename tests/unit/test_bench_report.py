@@ -79,6 +79,7 @@ def test_missed_and_unmeasured_targets() -> None:
     summary = _summary(1.5)
     summary.loc[(summary["stage"] == "batched") & (summary["users"] == 1), "rps"] = 900.0
     summary.loc[summary.index[0], "failures"] = 3
+    summary.loc[summary.index[1], "requests"] = 0  # a step that measured nothing
     targets = evaluate_targets(summary, None, labels={**LABELS, "mismatches": 2})
     met = targets.set_index("target")["met"].to_dict()
     assert met["short: final max throughput >= 3.5x naive"] is False
