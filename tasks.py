@@ -18,17 +18,13 @@ import sys
 import venv
 from pathlib import Path
 
+from serving.stages import STAGES  # stdlib only: importable before .venv exists
+
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".requirements-sha256"
-STAGES = {  # stage -> (directory uvicorn imports from, module:app)
-    "naive": ("lessons/01_naive", "inference_server:app"),
-    "validated": ("lessons/02_validated", "inference_server:app"),
-    "metrics": ("lessons/03_metrics", "inference_server:app"),
-    "batched": (".", "inference_server:app"),
-}
 
 
 def run(*cmd: str | Path, **kw) -> None:
@@ -62,7 +58,7 @@ def serve(args: list[str]) -> None:
         stage, args = args[1], args[2:]
     if stage not in STAGES:
         sys.exit(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    app_dir, app = STAGES[stage]
+    app_dir, app = STAGES[stage].app_dir, STAGES[stage].app
     setup()
     cmd = [PY, "-m", "uvicorn", "--app-dir", app_dir, app, "--host", "127.0.0.1", "--port", "8000"]
     print("+", " ".join(map(str, cmd + args)), flush=True)

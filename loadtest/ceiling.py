@@ -2,78 +2,47 @@
 
 No server can beat the model it wraps, so every stage's throughput is reported as a fraction of
 this figure, measured on the same texts, on one core, one text at a time and in batches of the
-server's configured batch size.
+server's configured batch size, once per scorer: ``sklearn`` (the pipeline's own
+``predict_proba``) and ``direct`` (the final stage's direct scorer, where this checkout has one).
 """
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import importlib
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from sentiment_model import SentimentModel
+from sentiment_model.throughput import measure, pinned_to_cpu
+
+__all__ = ["DIRECT_SCORER", "best_ceiling", "measure", "measure_ceiling", "pinned_to_cpu"]
+
+# Where the direct scorer comes from: ``module:factory``; ``factory(model)`` returns an object
+# with ``predict(texts)`` (or is itself that function). Changeable with ``--direct-scorer``.
+DIRECT_SCORER = "sentiment_model.scorer:build_scorer"
 
 
-@contextmanager
-def pinned_to_cpu(cpu: int | None) -> Iterator[None]:
-    """Run the block on one CPU (like the server under test), where the OS allows it."""
-    if cpu is None or not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    if cpu not in before:
-        yield
-        return
-    os.sched_setaffinity(0, {cpu})
+def scorer_for(model: SentimentModel, name: str, direct: str = DIRECT_SCORER) -> Any | None:
+    """An object with ``predict(texts)`` for scorer ``name``, or None where this checkout has no
+    such scorer (the direct scorer before it exists)."""
+    if name == "sklearn":
+        return model
+    if name != "direct":
+        raise ValueError(f"unknown scorer {name!r}; choose sklearn or direct")
+    module_name, _, attr = direct.partition(":")
     try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return None
+    scorer = factory(model)
+    return scorer if hasattr(scorer, "predict") else _Callable(scorer)
 
 
-def measure(
-    model: SentimentModel,
-    texts: Sequence[str],
-    batch_size: int,
-    seconds: float = 2.0,
-    max_texts: int = 200_000,
-) -> dict[str, float]:
-    """Predict consecutive batches of ``texts`` (cycling) for about ``seconds``.
-
-    Returns texts per second (overall, and from the median batch time) and per-batch latency
-    percentiles (ms). Bounded by both time and ``max_texts``; one untimed batch warms the
-    caches first.
-    """
-    if batch_size < 1 or not texts:
-        raise ValueError("batch_size must be >= 1 and texts non-empty")
-    model.predict(list(texts[:batch_size]))
-    durations: list[float] = []
-    done, i = 0, 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds and done < max_texts:
-        batch = [texts[(i + k) % len(texts)] for k in range(batch_size)]
-        i = (i + batch_size) % len(texts)
-        t0 = time.perf_counter()
-        model.predict(batch)
-        durations.append(time.perf_counter() - t0)
-        done += batch_size
-    elapsed = time.perf_counter() - start
-    ms = np.asarray(durations) * 1000
-    return {
-        "batch_size": batch_size,
-        "texts": done,
-        "seconds": elapsed,
-        "texts_per_s": done / sum(durations),
-        # From the median batch time: barely moved by another process taking the CPU now and
-        # then, so the figure the reports compare against.
-        "texts_per_s_p50": batch_size / float(np.median(durations)),
-        "batch_p50_ms": float(np.percentile(ms, 50)),
-        "batch_p99_ms": float(np.percentile(ms, 99)),
-    }
+class _Callable:
+    def __init__(self, fn):
+        self.predict = fn
 
 
 def measure_ceiling(
@@ -82,18 +51,25 @@ def measure_ceiling(
     batch_sizes: Iterable[int] = (1, 32),
     seconds: float = 2.0,
     cpu: int | None = 0,
+    scorers: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """One row per (profile, batch size): the model's in-process throughput on one core."""
+    """One row per (scorer, profile, batch size): in-process throughput on one core.
+
+    ``scorers`` maps a name to an object with ``predict(texts)`` (default: the model itself,
+    named ``sklearn``).
+    """
     rows = []
     with pinned_to_cpu(cpu):
-        for profile, texts in texts_by_profile.items():
-            for b in batch_sizes:
-                rows.append({"profile": profile} | measure(model, texts, b, seconds))
+        for scorer, predictor in (scorers or {"sklearn": model}).items():
+            for profile, texts in texts_by_profile.items():
+                for b in batch_sizes:
+                    m = measure(predictor, texts, b, seconds)
+                    rows.append({"scorer": scorer, "profile": profile} | m)
     return rows
 
 
 def best_ceiling(ceiling: pd.DataFrame) -> pd.DataFrame:
-    """One row per (profile, batch size): the fastest of the repeated measurements.
+    """One row per (scorer, profile, batch size): the fastest of the repeated measurements.
 
     The runner measures the ceiling at the start and at the end of a run; on a shared machine
     another process may take the CPU during one of them, and a limit is best estimated by the
@@ -102,6 +78,8 @@ def best_ceiling(ceiling: pd.DataFrame) -> pd.DataFrame:
     if ceiling is None or ceiling.empty:
         return pd.DataFrame() if ceiling is None else ceiling
     col = "texts_per_s_p50" if "texts_per_s_p50" in ceiling else "texts_per_s"
-    best = ceiling.sort_values(col, ascending=False).drop_duplicates(["profile", "batch_size"])
+    keys = [k for k in ("scorer", "profile", "batch_size") if k in ceiling]
+    best = ceiling.sort_values(col, ascending=False).drop_duplicates(keys)
     order = best["profile"].map({"short": 0, "long": 1}).fillna(2)
-    return best.assign(_order=order).sort_values(["_order", "batch_size"]).drop(columns="_order")
+    by = ["_order", "batch_size"] if "scorer" not in best else ["scorer", "_order", "batch_size"]
+    return best.assign(_order=order).sort_values(by).drop(columns="_order")

@@ -18,14 +18,19 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from loadtest.ceiling import best_ceiling
+from loadtest.report import REFERENCE, layers_table
+from loadtest.steps import plural
 
-STAGE_ORDER = ["naive", "validated", "metrics", "batched"]
+STAGE_ORDER = ["naive", "validated", "metrics", "batched", "batched-sklearn", REFERENCE]
 STAGE_COLORS = {
     "naive": "#d62728",
     "validated": "#ff7f0e",
     "metrics": "#2ca02c",
     "batched": "#1f77b4",
+    "batched-sklearn": "#9467bd",
+    REFERENCE: "#555555",
 }
+STAGE_NAMES = {REFERENCE: "FastAPI ceiling (no model)"}
 PROFILE_TITLES = {"short": "short texts (~110 chars)", "long": "long reviews (~1,300 chars)"}
 
 
@@ -37,6 +42,18 @@ def _figure(ncols: int, nrows: int = 1, width: float = 5.5, height: float = 4.0)
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def _shared_legend(fig: Figure) -> None:
+    """One legend for every panel, under the figure: inside a panel, it covers data."""
+    seen: dict[str, object] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    if seen:
+        ncol = min(len(seen), max(2, int(fig.get_figwidth() // 1.8)))  # as many as fit
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol,
+                   fontsize=8)  # fmt: skip
 
 
 def _save(fig: Figure, path: str | Path | None) -> Figure:
@@ -73,41 +90,86 @@ def _users_axis(ax, users) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _stage_line(ax, part: pd.DataFrame, stage: str, x: str, y: str) -> None:
+    s = part[part["stage"] == stage]
+    style = "s--" if stage == REFERENCE else "o-"
+    label = STAGE_NAMES.get(stage, stage)
+    ax.plot(s[x], s[y], style, color=STAGE_COLORS.get(stage), label=label)
+
+
+def _ceilings(ceil: pd.DataFrame | None, profile: str) -> list[tuple[str, float]]:
+    """``[(label, texts/s)]``: the model alone, in-process, per scorer and batch size."""
+    if ceil is None or not len(ceil):
+        return []
+    col = "texts_per_s_p50" if "texts_per_s_p50" in ceil else "texts_per_s"
+    out = []
+    for _, c in ceil[ceil["profile"] == profile].iterrows():
+        scorer = f"{c['scorer']}, " if isinstance(c.get("scorer"), str) else ""
+        out.append((f"model alone ({scorer}batch {int(c['batch_size'])})", float(c[col])))
+    return out
+
+
+def _ceiling_lines(ax, ceilings: list[tuple[str, float]]) -> None:
+    for label, value in ceilings:
+        ax.axhline(value, ls=":", lw=1, color="grey")
+        ax.annotate(f"{label}: {value:,.0f}/s", (0.99, value), xycoords=("axes fraction", "data"),
+                    textcoords="offset points", xytext=(0, 2), fontsize=7, color="grey",
+                    ha="right")  # fmt: skip
+
+
+def _broken_axes(fig: Figure, cell, ceilings: list[tuple[str, float]]):
+    """A main axis and, above it, a short one on its own scale for the model-alone ceilings:
+    drawn on the main axis they would squash every server into its bottom tenth."""
+    top, main = cell.subgridspec(2, 1, height_ratios=[1, 4], hspace=0.05).subplots(sharex=True)
+    values = [v for _, v in ceilings]
+    top.set_ylim(min(values) * 0.85, max(values) * 1.15)
+    _ceiling_lines(top, ceilings)
+    top.spines["bottom"].set_visible(False)
+    main.spines["top"].set_visible(False)
+    top.tick_params(labelbottom=False, bottom=False, labelsize=7)
+    marks = dict(marker=[(-1, -0.5), (1, 0.5)], markersize=8, linestyle="none", color="k",
+                 mec="k", mew=1, clip_on=False)  # fmt: skip
+    top.plot([0, 1], [0, 0], transform=top.transAxes, **marks)  # the break
+    main.plot([0, 1], [1, 1], transform=main.transAxes, **marks)
+    return top, main
+
+
 def throughput_vs_users(
     summary: pd.DataFrame | str | Path,
     path: str | Path | None = None,
     ceiling: pd.DataFrame | str | Path | None = None,
 ) -> Figure:
-    """Requests per second against concurrent users, one line per stage, one panel per profile.
+    """Requests per second against concurrent users, one line per server, one panel per
+    profile. The reference server (FastAPI, no model) is the dashed line.
 
-    With ``ceiling`` (ceiling.csv), the model's in-process throughput is drawn as dashed lines.
+    With ``ceiling`` (ceiling.csv), the model's in-process throughput is drawn as dotted lines:
+    on the panel where it fits, on a short axis of its own above a break where it is far
+    above every server.
     """
     lad = _ladder(_table(summary))
     ceil = best_ceiling(_table(ceiling)) if ceiling is not None else None
     profiles = _profiles(lad)
-    fig = _figure(len(profiles))
-    for ax, profile in zip(fig.subplots(1, len(profiles), squeeze=False)[0], profiles, strict=True):
+    fig = _figure(len(profiles), height=4.6)
+    cells = fig.add_gridspec(1, len(profiles))
+    for i, profile in enumerate(profiles):
         part = lad[lad["profile"] == profile]
+        top = 1.15 * part["rps"].max()
+        ceilings = _ceilings(ceil, profile)
+        far = [c for c in ceilings if c[1] > 1.6 * top]
+        if far:
+            upper, ax = _broken_axes(fig, cells[i], far)
+            upper.set_title(PROFILE_TITLES.get(profile, profile))
+        else:
+            ax = fig.add_subplot(cells[i])
+            ax.set_title(PROFILE_TITLES.get(profile, profile))
+        near = [c for c in ceilings if c not in far]
+        _ceiling_lines(ax, near)
         for stage in _stages(part):
-            s = part[part["stage"] == stage]
-            ax.plot(s["users"], s["rps"], "o-", color=STAGE_COLORS.get(stage), label=stage)
-        if ceil is not None and len(ceil):
-            col = "texts_per_s_p50" if "texts_per_s_p50" in ceil else "texts_per_s"
-            for _, c in ceil[ceil["profile"] == profile].iterrows():
-                ax.axhline(c[col], ls="--", lw=1, color="grey")
-                ax.annotate(
-                    f"model alone, batch {int(c['batch_size'])}",
-                    (part["users"].min(), c[col]),
-                    textcoords="offset points",
-                    xytext=(2, 3),
-                    fontsize=8,
-                    color="grey",
-                )
+            _stage_line(ax, part, stage, "users", "rps")
         _users_axis(ax, part["users"])
         ax.set_ylabel("throughput (requests/s)")
-        ax.set_ylim(bottom=0)
-        ax.set_title(PROFILE_TITLES.get(profile, profile))
-        ax.legend()
+        ax.set_ylim(0, max([top, *(v * 1.1 for _, v in near)]))
+    _shared_legend(fig)
     fig.suptitle("Throughput vs load, one server core")
     return _save(fig, path)
 
@@ -123,13 +185,12 @@ def latency_vs_users(summary: pd.DataFrame | str | Path, path: str | Path | None
         for row, (pct, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"))):
             ax = axes[row][col]
             for stage in _stages(part):
-                s = part[part["stage"] == stage]
-                ax.plot(s["users"], s[pct], "o-", color=STAGE_COLORS.get(stage), label=stage)
+                _stage_line(ax, part, stage, "users", pct)
             _users_axis(ax, part["users"])
             ax.set_yscale("log")
             ax.set_ylabel(f"{label} latency (ms)")
             ax.set_title(f"{label}, {PROFILE_TITLES.get(profile, profile)}")
-            ax.legend(fontsize=8)
+    _shared_legend(fig)
     fig.suptitle("Latency vs load (client side, exact percentiles)")
     return _save(fig, path)
 
@@ -145,15 +206,15 @@ def latency_vs_throughput(
         part = lad[lad["profile"] == profile]
         for stage in _stages(part):
             s = part[part["stage"] == stage].sort_values("users")
-            color = STAGE_COLORS.get(stage)
-            ax.plot(s["rps"], s["p99_ms"], "o-", color=color, label=f"{stage} p99")
-            ax.plot(s["rps"], s["p50_ms"], ".:", color=color, label=f"{stage} p50")
+            color, name = STAGE_COLORS.get(stage), STAGE_NAMES.get(stage, stage)
+            ax.plot(s["rps"], s["p99_ms"], "o-", color=color, label=f"{name} p99")
+            ax.plot(s["rps"], s["p50_ms"], ".:", color=color, label=f"{name} p50")
         ax.set_yscale("log")
         ax.set_xlabel("throughput (requests/s)")
         ax.set_ylabel("latency (ms)")
         ax.set_title(PROFILE_TITLES.get(profile, profile))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+    _shared_legend(fig)
     fig.suptitle("Latency vs throughput (each point one ladder step)")
     return _save(fig, path)
 
@@ -170,12 +231,14 @@ def batch_size_distribution(
     df = df[(df["stage"] == stage) & (df["kind"] == kind)]
     if df.empty:
         raise ValueError(f"no batch-size histogram for stage {stage!r} in the {kind} steps")
-    by, unit = ("wait_ms", "ms wait") if kind == "wait_sweep" else ("users", "users")
+    by = "wait_ms" if kind == "wait_sweep" else "users"
     profiles = _profiles(df)
     fig = _figure(len(profiles))
     for ax, profile in zip(fig.subplots(1, len(profiles), squeeze=False)[0], profiles, strict=True):
         part = df[(df["profile"] == profile) & np.isfinite(df["le"])]
-        buckets = sorted(part["le"].unique())
+        # A bucket no step ever filled (above the largest batch size) is left out.
+        filled = part.groupby("le")["count"].sum()
+        buckets = sorted(filled[filled > 0].index)
         groups = sorted(part[by].unique())
         width = 0.8 / max(len(groups), 1)
         x = np.arange(len(buckets))
@@ -183,12 +246,13 @@ def batch_size_distribution(
             counts = part[part[by] == g].groupby("le")["count"].sum().reindex(buckets).fillna(0)
             total = counts.sum()
             share = counts / total if total else counts
-            ax.bar(x + i * width, share.to_numpy(), width, label=f"{g:g} {unit}")
+            name = f"{g:g} ms wait" if by == "wait_ms" else plural(int(g), "user")
+            ax.bar(x + i * width, share.to_numpy(), width, label=name)
         ax.set_xticks(x + width * (len(groups) - 1) / 2, [f"<={b:g}" for b in buckets])
         ax.set_xlabel("batch size (histogram bucket)")
         ax.set_ylabel("share of batches")
         ax.set_title(PROFILE_TITLES.get(profile, profile))
-        ax.legend(fontsize=8)
+    _shared_legend(fig)
     fig.suptitle(f"Batch sizes formed by the {stage} stage under load")
     return _save(fig, path)
 
@@ -209,7 +273,7 @@ def wait_sweep(summary: pd.DataFrame | str | Path, path: str | Path | None = Non
     for ax, ((profile, users), part) in zip(axes, groups, strict=False):
         x = np.arange(len(part))
         ax.bar(x, part["rps"], color="#9ecae1", label="throughput")
-        ax.set_xticks(x, [f"{w:g}" for w in part["wait_ms"]])
+        ax.set_xticks(x, [f"{w:g}" + (" (greedy)" if w == 0 else "") for w in part["wait_ms"]])
         ax.set_xlabel("INFERENCE_MAX_BATCH_WAIT_MS")
         ax.set_ylabel("throughput (requests/s)")
         lat = ax.twinx()
@@ -218,8 +282,16 @@ def wait_sweep(summary: pd.DataFrame | str | Path, path: str | Path | None = Non
         lat.set_ylabel("latency (ms)")
         lat.set_ylim(bottom=0)
         handles = ax.get_legend_handles_labels()[0] + lat.get_legend_handles_labels()[0]
-        ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower right")
-        ax.set_title(f"{PROFILE_TITLES.get(profile, profile)}, {users} users")
+        # Below the axes: inside, it would cover a bar or a point whatever the corner.
+        ax.legend(
+            handles,
+            [h.get_label() for h in handles],
+            fontsize=8,
+            ncol=3,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.2),
+        )
+        ax.set_title(f"{PROFILE_TITLES.get(profile, profile)}, {plural(int(users), 'user')}")
     fig.suptitle("Batch wait: latency / throughput trade-off (batched stage)")
     return _save(fig, path)
 
@@ -232,16 +304,46 @@ def memory_per_step(summary: pd.DataFrame | str | Path, path: str | Path | None 
     for ax, profile in zip(fig.subplots(1, len(profiles), squeeze=False)[0], profiles, strict=True):
         part = lad[lad["profile"] == profile]
         for stage in _stages(part):
-            s = part[part["stage"] == stage]
-            ax.plot(
-                s["users"], s["server_rss_mb"], "o-", color=STAGE_COLORS.get(stage), label=stage
-            )
+            _stage_line(ax, part, stage, "users", "server_rss_mb")
         _users_axis(ax, part["users"])
         ax.set_ylabel("server RSS (MB)")
         ax.set_ylim(bottom=0)
         ax.set_title(PROFILE_TITLES.get(profile, profile))
-        ax.legend(fontsize=8)
+    _shared_legend(fig)
     fig.suptitle("Server memory across the ladder")
+    return _save(fig, path)
+
+
+def layers(summary: pd.DataFrame | str | Path, path: str | Path | None = None) -> Figure:
+    """The final stage at one fixed load with each ``INFERENCE_BENCH_OFF`` value: throughput
+    (left) and server CPU time per request (right), all-on first."""
+    table = layers_table(_table(summary))
+    if table.empty:
+        raise ValueError("the summary has no layers steps")
+    fig = _figure(2, width=5.2, height=4.2)
+    left, right = fig.subplots(1, 2)
+    names = table["switched off"].str.replace(",", ",\n")
+    y = np.arange(len(table))[::-1]
+    colors = ["#1f77b4" if i == 0 else "#9ecae1" for i in range(len(table))]
+    panels = (
+        (left, "req/s", "throughput (requests/s)"),
+        (right, "server CPU us/req", "server CPU per request (µs)"),
+    )
+    for ax, col, label in panels:
+        ax.barh(y, table[col], color=colors)
+        for yi, v in zip(y, table[col], strict=True):
+            ax.annotate(f"{v:,.0f}", (v, yi), textcoords="offset points", xytext=(3, -3),
+                        fontsize=8)  # fmt: skip
+        ax.set_yticks(y, names, fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_xlim(0, table[col].max() * 1.2)
+        ax.grid(True, axis="x", alpha=0.3)
+    right.set_yticks(y, [""] * len(y))
+    first = table.iloc[0]
+    fig.suptitle(
+        f"What each layer costs: final stage, {first['profile']} texts, "
+        f"{plural(int(first['users']), 'user')}, one layer switched off at a time"
+    )
     return _save(fig, path)
 
 
@@ -271,4 +373,5 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     if batches.is_file():
         attempt("batch_size_distribution.png", batch_size_distribution, batches)
     attempt("wait_sweep.png", wait_sweep, summary)
+    attempt("layers.png", layers, summary)
     return made

@@ -21,17 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from loadtest.bench import (
-    PROFILES,
-    RESULTS_ROOT,
-    STAGES,
-    StageServer,
-    _warm_up,
-    ensure_payload_file,
-    run_step,
-    tidy,
-    trim_log,
-)
+from loadtest.config import PROFILES, RESULTS_ROOT
+from loadtest.launcher import StageServer, trim_log
+from loadtest.steps import ensure_payload_file, run_step, tidy, warm_up
+from serving.stages import STAGES
 
 
 def profile_stage(
@@ -54,7 +47,7 @@ def profile_stage(
     try:
         server = StageServer(stage, env=env, log_path=out / "server.log", launcher=launcher)
         with server:
-            _warm_up(server, payloads, profile)
+            warm_up(server, payloads, profile)
             row = run_step(server, profile, users, duration, out / "raw" / "step", payloads)
         tidy([{"kind": "ladder", **row}]).to_csv(out / "summary.csv", index=False)
     finally:

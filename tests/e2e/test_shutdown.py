@@ -11,8 +11,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,51 +18,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.launcher import StageServer
 from serving.lifecycle import SigtermHook
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    """Start uvicorn on the final stage; output goes to files (a full pipe would block it)."""
-    port = free_port()
-    full_env = os.environ | {f"INFERENCE_{k}": str(v) for k, v in env.items()}
-    command = [sys.executable, "-m", "uvicorn", "inference_server:app", "--host", "127.0.0.1"]
-    proc = subprocess.Popen(
-        [*command, "--port", str(port)],
-        cwd=ROOT,
-        env=full_env,
-        stdout=open(tmp_path / "stdout.log", "wb"),  # noqa: SIM115 - closed with the process
-        stderr=open(tmp_path / "stderr.log", "wb"),  # noqa: SIM115
+def final_stage(tmp_path: Path, env: dict[str, object]) -> StageServer:
+    """The final stage as a real uvicorn process (not started yet), unpinned; its output
+    (stdout and stderr) goes to ``tmp_path/server.log``."""
+    return StageServer(
+        "batched",
+        env={f"INFERENCE_{k}": str(v) for k, v in env.items()},
+        log_path=tmp_path / "server.log",
+        cpu=None,
+        ready_timeout=60,
     )
-    return proc, port
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Kill the process by PID if it is still running."""
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
-
-
-def wait_ready(proc: subprocess.Popen, port: int, tmp_path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {(tmp_path / 'stderr.log').read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail("server not ready in time")
 
 
 def raw_exchange(port: int, head: bytes, chunks: list[bytes]) -> bytes:
@@ -84,7 +51,7 @@ def raw_exchange(port: int, head: bytes, chunks: list[bytes]) -> bytes:
 
 @pytest.fixture
 def server(tmp_path, small_model_dir):
-    proc, port = start_server(
+    stage = final_stage(
         tmp_path,
         {
             "MODEL_DIR": small_model_dir,
@@ -94,10 +61,10 @@ def server(tmp_path, small_model_dir):
         },
     )
     try:
-        wait_ready(proc, port, tmp_path)
-        yield proc, port
+        stage.start()  # waits for /ready and one real prediction
+        yield stage.proc, stage.port
     finally:
-        stop(proc)
+        stage.stop(timeout=10)
 
 
 def test_real_server_limits_then_graceful_shutdown_under_load(server, tmp_path):
@@ -171,7 +138,7 @@ def test_real_server_limits_then_graceful_shutdown_under_load(server, tmp_path):
         for t in threads:
             t.join(20)
 
-    assert returncode == 0, (tmp_path / "stderr.log").read_text()
+    assert returncode == 0, (tmp_path / "server.log").read_text()
     # Sent before SIGTERM: answered (200), or reached the app after it and refused (503);
     # never dropped (a transport error), never a 500.
     before = [result for sent, _, result in outcomes if sent < sigterm_at]
@@ -191,12 +158,13 @@ def test_real_server_limits_then_graceful_shutdown_under_load(server, tmp_path):
 
 
 def test_bad_setting_stops_the_process(tmp_path):
-    proc, _ = start_server(tmp_path, {"MAX_BATCH_SIZE": "0", "LOG_PATH": tmp_path / "r.log"})
+    stage = final_stage(tmp_path, {"MAX_BATCH_SIZE": "0", "LOG_PATH": tmp_path / "r.log"})
+    stage.spawn()  # no waiting for /ready: it never comes
     try:
-        returncode = proc.wait(timeout=60)
+        returncode = stage.proc.wait(timeout=60)
     finally:
-        stop(proc)
-    stderr = (tmp_path / "stderr.log").read_text()
+        stage.stop(timeout=10)
+    stderr = stage.log_text()
     assert returncode != 0
     assert "INFERENCE_MAX_BATCH_SIZE" in stderr
     assert "Traceback" not in stderr  # a message, not a stack

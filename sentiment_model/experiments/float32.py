@@ -1,9 +1,10 @@
 """A second optimisation, measured: float32 TF-IDF features instead of the float64 default.
 
 The CPU counterpart of mixed precision: ``TfidfVectorizer(dtype=numpy.float32)`` halves the
-bytes of every feature value. ``python -m loadtest.float32`` fits the default pipeline twice on
-the train split (float64, float32), adds a copy of the float32 one whose classifier
-coefficients are cast to float32 too, then compares, on the untouched test split:
+bytes of every feature value. ``python -m sentiment_model.experiments.float32`` fits the
+default pipeline twice on the train split (float64, float32), adds a copy of the float32 one
+whose classifier coefficients are cast to float32 too, then compares, on the untouched test
+split:
 
 - throughput of the pipeline alone, in-process, on one core, at batch size 1 and 32, both
   payload profiles, from the median batch time (interleaved repeats, the median kept, so a
@@ -21,18 +22,22 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
+import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 
-from loadtest.bench import RESULTS_ROOT, SERVER_CPU, BenchConfig, machine_info
-from loadtest.ceiling import measure, pinned_to_cpu
 from sentiment_model.data import load_splits
 from sentiment_model.evaluate import evaluate
+from sentiment_model.throughput import cpu_model, measure, pinned_to_cpu
 from sentiment_model.train import DEFAULT_PARAMS, build_pipeline
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "float32"
+SERVER_CPU = 0  # the core the benchmark pins servers to (loadtest.launcher.SERVER_CPU)
 
 PROFILE_SOURCES = {"short": "rotten_tomatoes", "long": "imdb"}
 
@@ -261,23 +266,26 @@ def to_markdown(results: dict) -> str:
         "# float32 vs float64 TF-IDF features\n\n"
         "Pipeline alone, in-process, one core; texts/s from the median batch time, median of "
         "interleaved repeats "
-        "(`python -m loadtest.float32`). `float32+coef` also casts the classifier's "
-        "coefficients.\n\n"
+        "(`python -m sentiment_model.experiments.float32`). `float32+coef` also casts the "
+        "classifier's coefficients.\n\n"
         + "\n".join(lines)
         + f"\n\n**Recommendation.** {results['recommendation']}\n"
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m loadtest.float32``."""
+    """Entry point of ``python -m sentiment_model.experiments.float32``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.5, help="per throughput measurement")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS_ROOT / "float32")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     results = run_experiment(args.seconds, args.repeats)
-    machine = machine_info(BenchConfig())
-    results["machine"] = {k: machine[k] for k in ("cpu_model", "logical_cpus", "python")}
+    results["machine"] = {
+        "cpu_model": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "float32.json").write_text(json.dumps(results, indent=2))
     (args.out / "float32.md").write_text(to_markdown(results))

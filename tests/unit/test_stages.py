@@ -1,0 +1,47 @@
+"""The stage registry (serving/stages.py): every entry points at files that exist, and tasks.py
+and the benchmark read it instead of keeping copies."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from serving.stages import BASELINE_STAGE, FINAL_STAGE, STAGES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_stage_points_at_its_code_lesson_and_notebooks() -> None:
+    assert list(STAGES) == ["naive", "validated", "metrics", "batched"]
+    assert {BASELINE_STAGE, FINAL_STAGE} <= set(STAGES)
+    for name, stage in STAGES.items():
+        assert stage.name == name
+        module = stage.app.split(":")[0].replace(".", "/") + ".py"
+        assert (ROOT / stage.app_dir / module).is_file(), name
+        assert (ROOT / stage.lesson_dir / "README.md").is_file(), name
+        assert stage.notebooks and all((ROOT / nb).is_file() for nb in stage.notebooks), name
+
+
+def test_the_registry_needs_only_the_standard_library() -> None:
+    # tasks.py imports it before .venv exists.
+    tree = ast.parse((ROOT / "serving" / "stages.py").read_text())
+    imported = {
+        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_tasks_and_the_benchmark_use_the_registry() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        import tasks
+    finally:
+        sys.path.remove(str(ROOT))
+    from loadtest import bench, runner
+
+    assert tasks.STAGES is STAGES and bench.STAGES is STAGES
+    assert set(STAGES) <= set(runner.SERVERS)
