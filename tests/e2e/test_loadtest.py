@@ -32,7 +32,7 @@ from loadtest.promtext import histogram_delta, histogram_mean, mean_from_buckets
 from loadtest.report import evaluate_targets, report_markdown
 from loadtest.steps import SUMMARY_COLUMNS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "bench_run"
 
 
