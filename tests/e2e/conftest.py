@@ -8,6 +8,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test in this directory ``slow`` (deselect with ``-m "not slow"``)."""
     for item in items:
