@@ -22,6 +22,7 @@ from serving.errors import install_error_handlers
 from serving.lifecycle import ServerState, SigtermHook, predict_batched, ready_state, server_state
 from serving.logs import configure_logging, prediction_fields
 from serving.metrics import Metrics
+from serving.multiprocess import mark_worker_exit, worker_log_path
 from serving.schemas import (
     BatchResponse,
     ErrorResponse,
@@ -37,7 +38,7 @@ from serving.settings import load_settings
 # --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -----------
 settings = load_settings()
 PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
-log = configure_logging(settings.log_path, settings.log_level)
+log = configure_logging(worker_log_path(settings.log_path), settings.log_level)  # one per worker
 metrics = Metrics()
 
 
@@ -72,9 +73,9 @@ async def load_and_start(state: ServerState) -> None:
         max_wait_s=settings.max_batch_wait_ms / 1000,
         max_queue=settings.max_queue,
         on_batch=observe_batch,
+        on_queue_depth=metrics.queue_depth.set,  # explicit sets: right with several workers
     )
     await batcher.start()
-    metrics.queue_depth.set_function(lambda: batcher.queue_depth)
     metrics.set_model(model.version, model.metadata.sklearn_version)
     state.model, state.batcher = model, batcher
     log.info(
@@ -103,6 +104,7 @@ async def lifespan(app: FastAPI):
     loading.cancel()
     drained = await state.batcher.stop(settings.drain_timeout_s) if state.batcher else 0
     log.info("shutdown", extra={"drained_texts": drained, "model_version": state.version})
+    mark_worker_exit()  # several workers: this one's in-progress and queue gauges go
     sigterm.uninstall(clean_exit=True)
 
 
