@@ -19,7 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from serving.multiprocess import scrape_registry
+from serving.multiprocess import metrics_dir, scrape_registry
 
 # 0.5 ms .. 10 s: the model answers in about a millisecond, timeouts are seconds.
 LATENCY_BUCKETS = (
@@ -96,7 +96,8 @@ class Metrics:
 
     def set_model(self, version: str, sklearn_version: str) -> None:
         """Record which model is loaded."""
-        self.model_info.clear()
+        if metrics_dir() is None:  # several workers: each sets the same one series
+            self.model_info.clear()
         self.model_info.labels(version, sklearn_version).set(1)
 
     def observe_batch(self, size: int, duration: float, queue_waits: Iterable[float] = ()) -> None:
