@@ -12,6 +12,7 @@ locust in a closed loop (``--users`` users, ``--duration`` seconds, ``POST /pred
   and after: the aggregate of every worker, which is what this stage of the course makes right);
 - ``client_cpu_s``: the load generator's CPU seconds in the same window (``window_s``, which
   includes locust's start-up: compare it with ``server_cpu_s``, not with ``seconds``);
+- ``mean_batch_size``: texts per model call, over every worker (each worker batches alone);
 - ``busiest_worker_share``: the share of requests the busiest worker answered (its own log file).
 
 How the figure is taken matters on a small machine: nothing is pinned. On a 2-core machine the
@@ -42,7 +43,7 @@ import pandas as pd
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.bench import LOCUSTFILE, ensure_payload_file, stop_process
+from loadtest.bench import LOCUSTFILE, ensure_payload_file, histogram_mean, stop_process
 from loadtest.launcher import StageServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +128,8 @@ def run_one(workers: int, users: int, duration: float, profile: str, raw_dir: Pa
             "LOADTEST_BATCH_SHARE": "0",
             "LOADTEST_USER_RATE": "0",
         }
-        counted_before = predictions_counted(server.get("/metrics").text)
+        metrics_before = server.get("/metrics").text
+        counted_before = predictions_counted(metrics_before)
         cpu_before, started = tree_cpu_seconds(server.pid), time.monotonic()
         with open(f"{prefix}_locust.log", "wb") as out:
             client = subprocess.Popen(cmd, cwd=ROOT, env=locust_env, stdout=out, stderr=out)
@@ -164,6 +166,7 @@ def run_one(workers: int, users: int, duration: float, profile: str, raw_dir: Pa
         "cpu_ms_per_req": round(1000 * cpu / counted, 3) if counted else float("nan"),
         "client_cpu_s": round(client_cpu, 2),
         "window_s": round(wall, 1),
+        "mean_batch_size": round(histogram_mean(metrics_before, metrics_after), 2),
         "busiest_worker_share": round(shares[0], 3) if shares else float("nan"),
         "logical_cpus": os.cpu_count(),
         "load_1m_after": round(os.getloadavg()[0], 2),
