@@ -106,3 +106,18 @@ def test_batcher_reports_queue_depth_at_every_change():
         await batcher.stop(1)
 
     asyncio.run(scenario())
+
+
+def test_tasks_serve_workers_runs_uvicorn_behind_the_metrics_launcher(monkeypatch):
+    import tasks
+
+    calls = []
+    monkeypatch.setattr(tasks, "setup", lambda: None)
+    monkeypatch.setattr(tasks.os, "chdir", lambda path: None)
+    monkeypatch.setattr(tasks.os, "execv", lambda path, argv: calls.append(argv))
+    tasks.serve(["--workers", "2", "--port", "8123"])
+    tasks.serve(["--port", "8123"])
+    several, one = calls
+    assert several[1:5] == ["-m", "serving.multiprocess", str(tasks.PY), "-m"]
+    assert several[5] == "uvicorn" and several[-4:] == ["--workers", "2", "--port", "8123"]
+    assert one[1:3] == ["-m", "uvicorn"] and "serving.multiprocess" not in one  # as before
