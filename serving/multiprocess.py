@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     # A bare name is looked up next to this interpreter first (.venv/bin/uvicorn): it works
     # without an activated environment and never picks another installation's uvicorn.
     program = argv[0]
-    beside = Path(sys.executable).with_name(program)
     if os.sep not in program:
+        beside = Path(sys.executable).with_name(program)
         program = str(beside) if beside.is_file() else shutil.which(program) or program
     print(f"{ENV_VAR}={directory}", file=sys.stderr, flush=True)
     os.execv(program, [argv[0], *argv[1:]])

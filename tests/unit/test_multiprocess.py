@@ -79,6 +79,19 @@ def test_launcher_without_a_command_prints_usage(capsys):
     assert "python -m serving.multiprocess" in capsys.readouterr().out
 
 
+def test_launcher_prepares_then_execs_the_command(tmp_path, monkeypatch, no_multiproc_env):
+    calls = []
+    monkeypatch.setattr(multiprocess.os, "execv", lambda path, argv: calls.append((path, argv)))
+    monkeypatch.setenv(multiprocess.ENV_VAR, str(tmp_path / "m"))
+    multiprocess.main(["uvicorn", "inference_server:app", "--workers", "2"])
+    multiprocess.main(["--", sys.executable, "-m", "uvicorn"])  # a path is used as it is
+    (path, argv), (path2, argv2) = calls
+    assert path == str(Path(sys.executable).with_name("uvicorn"))  # this environment's uvicorn
+    assert argv == ["uvicorn", "inference_server:app", "--workers", "2"]
+    assert (path2, argv2) == (sys.executable, [sys.executable, "-m", "uvicorn"])
+    assert (tmp_path / "m").is_dir()
+
+
 def test_batcher_reports_queue_depth_at_every_change():
     depths: list[int] = []
     entered, release = threading.Event(), threading.Event()
