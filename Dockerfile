@@ -20,8 +20,10 @@ RUN groupadd --system --gid 10001 app \
 WORKDIR /app
 
 # Dependencies in their own layer: rebuilt only when the pins change, not with every code edit.
+# requirements.txt pins every version; pip takes no extras in a constraints file, hence the sed.
 COPY requirements.txt deploy/requirements-serve.txt ./
-RUN pip install -c requirements.txt -r requirements-serve.txt
+RUN sed 's/\[[a-z,]*\]//' requirements.txt > constraints.txt \
+    && pip install -c constraints.txt -r requirements-serve.txt
 
 COPY sentiment_model/ sentiment_model/
 COPY serving/ serving/

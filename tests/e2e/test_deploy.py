@@ -71,6 +71,10 @@ def test_image_dependencies_are_pinned_and_in_the_build_context():
         if line.strip() and not line.startswith("#")
     ]
     assert serve and set(serve) <= pins
+    # pip refuses extras in a constraints file: the Dockerfile strips them (uvicorn[standard]).
+    assert "sed 's/\\[[a-z,]*\\]//' requirements.txt > constraints.txt" in DOCKERFILE
+    constraints = re.sub(r"\[[a-z,]*\]", "", (ROOT / "requirements.txt").read_text())
+    assert "[" not in "".join(line.split("#")[0] for line in constraints.splitlines())
     allowed = {
         line[1:].rstrip("/")
         for line in (ROOT / ".dockerignore").read_text().splitlines()
