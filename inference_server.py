@@ -22,6 +22,7 @@ from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers
 from serving.logs import configure_logging, prediction_fields
 from serving.metrics import Metrics
+from serving.multiprocess import mark_worker_exit, worker_log_path
 from serving.rejections import install_rejection_handler
 from serving.schemas import (
     BatchResponse,
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     # --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -------
     settings = settings or load_settings()
     PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
-    log = configure_logging(settings.log_path, settings.log_level)
+    log = configure_logging(worker_log_path(settings.log_path), settings.log_level)  # per worker
     metrics = Metrics()
 
     # --- Start-up: load the model in the background; /health answers meanwhile -------------
@@ -88,9 +89,9 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             max_wait_s=settings.max_batch_wait_ms / 1000,
             max_queue=settings.max_queue,
             on_batch=observe_batch,
+            on_queue_depth=metrics.queue_depth.set,  # explicit sets: right with several workers
         )
         await batcher.start()
-        metrics.queue_depth.set_function(lambda: batcher.queue_depth)
         metrics.set_model(model.version, model.metadata.sklearn_version)
         state.model, state.batcher = model, batcher
         log.info(
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             },
         )
         record_drain(complete)  # the launcher's exit code (serving/serve.py)
+        mark_worker_exit()  # several workers: this one's in-progress and queue gauges go
         sigterm.uninstall()
 
     app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan)

@@ -2,6 +2,7 @@
 """Everyday commands for the course, with nothing but Python 3.10+ installed.
 
     python3 tasks.py serve [--stage naive|validated|metrics|batched]   set up, then run a server
+                           [--workers N] [uvicorn args]
     python3 tasks.py test [pytest args]                                set up, then run the tests
     python3 tasks.py setup | model | lab | bench [args] | lint
 
@@ -61,6 +62,8 @@ def serve(args: list[str]) -> None:
     app_dir, app = STAGES[stage].app_dir, STAGES[stage].app
     setup()
     cmd = [PY, "-m", "uvicorn", "--app-dir", app_dir, app, "--host", "127.0.0.1", "--port", "8000"]
+    if any(a.startswith("--workers") for a in args):  # metrics of all workers: serving/multiprocess
+        cmd = [PY, "-m", "serving.multiprocess", *cmd]
     print("+", " ".join(map(str, cmd + args)), flush=True)
     os.chdir(ROOT)
     os.execv(str(PY), [str(c) for c in cmd + args])

@@ -94,6 +94,7 @@ class DynamicBatcher(Generic[R]):
         max_wait_s: float,
         max_queue: int,
         on_batch: Callable[[BatchStats], None] | None = None,
+        on_queue_depth: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1:
@@ -107,6 +108,9 @@ class DynamicBatcher(Generic[R]):
         self._max_wait_s = max_wait_s
         self._max_queue = max_queue
         self._on_batch = on_batch
+        # Told the queue depth at every change: a gauge set this way is right in every worker
+        # process, where a callback read at scrape time reaches only the worker scraped.
+        self._on_queue_depth = on_queue_depth
         self._clock = clock
         # The bound is enforced by submit() for a whole request at once (all-or-nothing).
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
@@ -160,6 +164,7 @@ class DynamicBatcher(Generic[R]):
             self._queue.put_nowait(item)  # cannot fail: checked above, nothing awaited since
             futures.append(item.future)
         self._arrived.set()
+        self._depth_changed()
 
         try:
             done, pending = await asyncio.wait(
@@ -254,6 +259,11 @@ class DynamicBatcher(Generic[R]):
                 self._queue.task_done()
             else:
                 batch.append(item)
+        self._depth_changed()
+
+    def _depth_changed(self) -> None:
+        if self._on_queue_depth is not None:
+            self._on_queue_depth(self._queue.qsize())
 
     async def _run(self, batch: list[_Item]) -> None:
         """Run ``predict`` on the batch in the worker thread and answer every caller."""

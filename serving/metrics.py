@@ -1,7 +1,8 @@
 """Prometheus metrics of the server (seconds as the unit, ``_total`` counters, few labels).
 
 Each app gets its own :class:`Metrics` with its own registry, so two apps in one process (tests)
-never share or collide on counters.
+never share or collide on counters. With several worker processes (``PROMETHEUS_MULTIPROC_DIR``
+set), the values live in shared files and /metrics sums the workers: see serving/multiprocess.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from serving.multiprocess import metrics_dir, scrape_registry
 
 # 0.5 ms .. 10 s: the model answers in about a millisecond, timeouts are seconds.
 LATENCY_BUCKETS = (
@@ -44,8 +47,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # multiprocess_mode: how several workers combine (ignored in one process).
         self.in_progress = Gauge(
-            "http_requests_in_progress", "HTTP requests being handled now.", registry=r
+            "http_requests_in_progress",
+            "HTTP requests being handled now.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram(
             "inference_batch_size", "Texts per model call.", buckets=BATCH_SIZE_BUCKETS, registry=r
@@ -63,7 +70,10 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "inference_queue_depth", "Texts waiting for the model.", registry=r
+            "inference_queue_depth",
+            "Texts waiting for the model.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.predictions = Counter(
             "inference_predictions", "Texts classified, by label.", ["label"], registry=r
@@ -74,15 +84,20 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.model_info = Gauge(
-            "model_info", "The loaded model (value 1).", ["version", "sklearn_version"], registry=r
+        self.model_info = Gauge(  # one series whatever the number of workers
+            "model_info",
+            "The loaded model (value 1).",
+            ["version", "sklearn_version"],
+            registry=r,
+            multiprocess_mode="max",
         )
         for reason in REJECTION_REASONS:  # export zeros, so rate() works from the start
             self.rejections.labels(reason)
 
     def set_model(self, version: str, sklearn_version: str) -> None:
         """Record which model is loaded."""
-        self.model_info.clear()
+        if metrics_dir() is None:  # several workers: each sets the same one series
+            self.model_info.clear()
         self.model_info.labels(version, sklearn_version).set(1)
 
     def observe_batch(self, size: int, duration: float, queue_waits: Iterable[float] = ()) -> None:
@@ -99,4 +114,5 @@ class Metrics:
 
     def response(self) -> Response:
         """The registry in Prometheus text format, for GET /metrics."""
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        registry = scrape_registry(self.registry)  # every worker's files in multiprocess mode
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

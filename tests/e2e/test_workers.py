@@ -1,0 +1,187 @@
+"""The final stage with two worker processes, started by the container's command: one /metrics
+for all workers (exact counts on every scrape, also after a worker was killed and replaced),
+one valid JSON log file per worker, and SIGTERM under load drains every worker and exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+from multiworker import WorkerServer, json_lines, send_predictions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_workers(tmp_path, small_model_dir):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_999999.db").write_bytes(b"left by an earlier run")  # must go
+    (metrics_dir / "notes.txt").write_text("not ours: must stay")
+    server = WorkerServer(tmp_path, workers=2, env={"MODEL_DIR": small_model_dir})
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def until_counted(server: WorkerServer, expected: float, timeout: float = 10) -> None:
+    """A worker counts a request just after sending its answer: allow it that moment."""
+    deadline = time.monotonic() + timeout
+    while server.predictions_counted() != expected:
+        assert time.monotonic() < deadline, (server.predictions_counted(), expected)
+        time.sleep(0.05)
+
+
+def send_until_both_served(server: WorkerServer, minimum: int = 5) -> int:
+    """Send batches of requests until every worker answered ``minimum``; return how many."""
+    sent = 0
+    while sent < 2000:
+        results = send_predictions(server.url, 40)
+        assert set(results) == {200}, results
+        sent += len(results)
+        served = [
+            sum(e["event"] == "request" and e["route"] == "/predict" for e in server.events(pid))
+            for pid in server.worker_pids()
+        ]
+        if len(served) == 2 and min(served) >= minimum:
+            return sent
+    raise AssertionError("the kernel never gave one of the workers a connection")
+
+
+def test_one_metrics_endpoint_counts_every_worker_exactly(two_workers):
+    server = two_workers
+    assert not (server.metrics_dir / "counter_999999.db").exists()  # emptied at start
+    assert (server.metrics_dir / "notes.txt").exists()  # and only our files removed
+
+    sent = send_until_both_served(server)
+    until_counted(server, sent)
+    for _ in range(12):  # whichever worker answers, the same total
+        sample = server.scrape()
+        assert server.predictions_counted(sample) == sent
+        assert sample[("http_requests_in_progress", ())] == 1  # this scrape, in one worker
+        assert sample[("inference_queue_depth", ())] == 0
+        [info] = [k for k in sample if k[0] == "model_info"]  # one series, not one per worker
+        assert sample[info] == 1
+        assert sample[("inference_batch_size_count", ())] >= 1
+    more = send_predictions(server.url, 30)
+    assert set(more) == {200}
+    until_counted(server, sent + 30)
+
+    # One JSON log file per worker, every line valid, every answered request in one of them.
+    files = server.log_files()
+    assert set(files) == set(server.worker_pids())
+    lines = [line for path in files.values() for line in json_lines(path)]
+    logged = [x for x in lines if x["event"] == "request" and x["route"] == "/predict"]
+    assert len(logged) == sent + 30
+
+
+def test_killed_worker_is_replaced_and_its_counts_stay(two_workers):
+    server = two_workers
+    sent = send_until_both_served(server)
+    until_counted(server, sent)
+
+    victim = server.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for(
+        lambda: victim not in server.worker_pids() and len(server.loaded_workers()) == 2,
+        60,
+        "a replacement worker",
+    )
+    assert victim not in server.loaded_workers()
+
+    more = send_predictions(server.url, 40)
+    assert set(more) == {200}
+    until_counted(server, sent + 40)  # the dead worker's requests are still in the total
+    for _ in range(8):
+        sample = server.scrape()
+        assert server.predictions_counted(sample) == sent + 40
+        assert sample[("http_requests_in_progress", ())] == 1
+    # Its live gauges were dropped by a scrape (mark_process_dead); its counters stay.
+    assert not list(server.metrics_dir.glob(f"gauge_live*_{victim}.db"))
+    assert (server.metrics_dir / f"counter_{victim}.db").exists()
+
+
+def test_sigterm_under_load_drains_every_worker_and_exits_0(tmp_path, small_model_dir):
+    # Batches linger 300 ms, so requests are inside both workers when SIGTERM arrives.
+    server = WorkerServer(
+        tmp_path, workers=2, env={"MODEL_DIR": small_model_dir, "MAX_BATCH_WAIT_MS": 300}
+    )
+    outcomes: list[tuple[float, float, object]] = []  # (sent, done, status or error name)
+    lock = threading.Lock()
+    in_flight: dict[int, float] = {}
+    stop_at = [time.monotonic() + 60.0]
+
+    def client(n: int) -> None:
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=server.url, timeout=15, limits=limits) as http:
+            for i in range(600):
+                if time.monotonic() > stop_at[0]:
+                    return
+                sent = time.monotonic()
+                with lock:
+                    in_flight[n] = sent
+                try:
+                    result: object = http.post("/predict", json={"text": f"{n}/{i}: fine"})
+                    result = result.status_code
+                except httpx.TransportError as e:
+                    result = type(e).__name__
+                with lock:
+                    del in_flight[n]
+                    outcomes.append((sent, time.monotonic(), result))
+                if result != 200:
+                    time.sleep(0.05)
+
+    def lingering() -> int:
+        now = time.monotonic()
+        with lock:
+            return sum(now - sent > 0.05 for sent in in_flight.values())
+
+    try:
+        server.start()
+        workers = set(server.worker_pids())
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not (len(outcomes) >= 30 and lingering() >= 3):
+                assert time.monotonic() < deadline, "load did not build up"
+                time.sleep(0.002)
+            sigterm_at = time.monotonic()
+            os.kill(server.proc.pid, signal.SIGTERM)
+            stop_at[0] = sigterm_at + 3.0
+            returncode = server.proc.wait(timeout=40)
+        finally:
+            stop_at[0] = 0
+            for t in threads:
+                t.join(30)
+    finally:
+        server.stop()
+
+    assert returncode == 0, server.output()
+    before = [r for sent, _, r in outcomes if sent < sigterm_at]
+    assert before and set(before) <= {200, 503}, before  # nothing dropped, no 500
+    answered_after = [1 for sent, done, r in outcomes if sent < sigterm_at < done and r == 200]
+    assert len(answered_after) >= 2, "the requests in flight at SIGTERM were not answered"
+    after = {r for sent, _, r in outcomes if sent >= sigterm_at}
+    assert after <= {200, 503, "ConnectError", "ReadError", "RemoteProtocolError"}, after
+
+    # Every worker drained and said so in its own log; every 200 a client got was logged.
+    files = server.log_files()
+    assert workers <= set(files)
+    for pid in workers:
+        events = json_lines(files[pid])
+        assert [e for e in events if e["event"] == "shutdown"], f"worker {pid} did not drain"
+        assert 500 not in [e["status"] for e in events if e["event"] == "request"]
+    logged_ok = sum(
+        e["event"] == "request" and e["route"] == "/predict" and e["status"] == 200
+        for pid in workers
+        for e in json_lines(files[pid])
+    )
+    assert logged_ok == sum(r == 200 for _, _, r in outcomes)
