@@ -25,7 +25,8 @@ during the drain is ignored (logged), where uvicorn would stop waiting for open 
 the drain is bounded anyway, by the request and drain timeouts.
 
 With ``--workers N`` (N > 1) uvicorn's own supervisor runs N worker processes, each an
-ordinary uvicorn server (the supervisor creates them itself, and offers no public way to use
+ordinary uvicorn server sharing one metrics directory (serving/multiprocess.py; the
+supervisor creates the workers itself, and offers no public way to use
 another server class): SIGTERM drains every worker, /ready flips in each, and the launcher
 exits 0 once the supervisor has stopped them. Each worker's drain outcome is in its
 ``shutdown`` log line (``drain_complete``), not in the exit code.
@@ -45,6 +46,7 @@ from types import FrameType
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from serving.multiprocess import prepare_metrics_dir
 from serving.shutdown import drains_complete
 
 EXIT_OK = 0
@@ -130,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_keep_alive=args.timeout_keep_alive,
     )
     if config.workers > 1:
+        prepare_metrics_dir()  # one /metrics over every worker (serving/multiprocess.py)
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return EXIT_OK
     server = DrainingServer(config)
