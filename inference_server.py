@@ -18,8 +18,9 @@ from sentiment_model import ModelLoadError, Prediction, load_model
 from sentiment_model.data import clean_text
 from serving.asgi import BodyLimitMiddleware, ObservabilityMiddleware
 from serving.batcher import BatchStats, DynamicBatcher
-from serving.errors import install_error_handlers
+from serving.errors import install_error_handlers, without_paths
 from serving.lifecycle import ServerState, SigtermHook, predict_batched, ready_state, server_state
+from serving.limits import ShutdownSignals, install_limits
 from serving.logs import configure_logging, prediction_fields
 from serving.metrics import Metrics
 from serving.schemas import (
@@ -54,7 +55,7 @@ async def load_and_start(state: ServerState) -> None:
         gc.collect()
         gc.freeze()
     except Exception as e:
-        state.load_error = f"model not loaded: {e}"
+        state.load_error = f"model not loaded: {without_paths(str(e))}"  # the log keeps paths
         log.error(
             "model_load_failed",
             extra={"error_type": type(e).__name__, "error": str(e)},
@@ -97,18 +98,23 @@ async def lifespan(app: FastAPI):
     loading = asyncio.create_task(load_and_start(state))
     sigterm = SigtermHook(state.begin_drain)  # SIGTERM: /ready and new predictions say 503
     sigterm.install()
+    signals = ShutdownSignals(timeouts.begin_drain, lambda: timeouts.begin_drain(0), log)
+    signals.install()  # a stalled upload cannot hold shutdown; Ctrl-C twice still drains
     yield
     # uvicorn has already waited for open requests; finish whatever is still queued.
     state.begin_drain()
     loading.cancel()
     drained = await state.batcher.stop(settings.drain_timeout_s) if state.batcher else 0
     log.info("shutdown", extra={"drained_texts": drained, "model_version": state.version})
+    signals.uninstall()
     sigterm.uninstall(clean_exit=True)
 
 
-app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan)
+docs = {} if settings.docs else {"docs_url": None, "redoc_url": None}  # their JS is on a CDN
+app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan, **docs)
 app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-app.add_middleware(ObservabilityMiddleware, metrics=metrics, logger=log)  # outermost
+timeouts, wire = install_limits(app, settings, metrics, log)  # slow clients: serving/limits.py
+app.add_middleware(ObservabilityMiddleware, metrics=metrics, logger=log, log_text=settings.log_text)
 install_error_handlers(app)
 
 
