@@ -20,6 +20,7 @@ arrives whole (the benchmark's case) costs no timer at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -187,11 +188,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Write an answer the app never sees, log and count it, close the connection."""
         self._disarm()
         if limits.observer is not None:
-            try:
-                method = self.parser.get_method().decode("latin-1") if self.parser else "OTHER"
-            except Exception:  # the request line itself was not complete
-                method = "OTHER"
-            path = bytes(getattr(self, "url", b"") or b"")[:200].decode("latin-1")
+            url = bytes(getattr(self, "url", b"") or b"")
+            method = "OTHER"  # httptools says DELETE when the method itself was not understood
+            if url and self.parser is not None:
+                with contextlib.suppress(Exception):
+                    method = self.parser.get_method().decode("latin-1")
+            path = url[:200].decode("latin-1")
             limits.observer.response(status, method, path, event, detail)
         self._write(status, detail)
         self.transport.close()
