@@ -31,6 +31,7 @@ from serving import limits
 from serving.settings import Settings
 
 IDLE, HEAD, BODY = 0, 1, 2
+WIRE_EXTENSIONS = {limits.WIRE_TIMEOUTS: {}}  # read-only marker shared by every request
 _defaults: Settings | None = None
 
 
@@ -60,6 +61,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.read_timer: asyncio.TimerHandle | None = None
         self.read_deadline = 0.0
         self.head_too_large = False
+        self.chunk_bytes = 0  # size of the read being parsed
 
     # Connection -----------------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
         counted = self.phase == HEAD
+        self.chunk_bytes = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -119,19 +122,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
         self.phase = BODY
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > self.max_header_bytes:
-            self.head_too_large = True
-            raise _HeadTooLargeError  # stops the parser; data_received answers 431
-        self.scope["extensions"] = {limits.WIRE_TIMEOUTS: {}}  # the ASGI timer can stand down
+        # A head that arrived in one small read cannot be too large: add it up only otherwise.
+        if self.head_bytes or self.chunk_bytes > self.max_header_bytes:
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > self.max_header_bytes:
+                self.head_too_large = True
+                raise _HeadTooLargeError  # stops the parser; data_received answers 431
+        self.scope["extensions"] = WIRE_EXTENSIONS  # the ASGI timer can stand down
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self.phase = IDLE
-        self._disarm()
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
 
     # Timers and answers ---------------------------------------------------------------------
 
