@@ -45,7 +45,6 @@ LIMIT_EVENTS = (
     "body_timeout",
     "connection_refused",
     "bad_request",
-    "aborted",
 )
 
 
