@@ -194,6 +194,9 @@ class Soak:
             await asyncio.sleep(5)
 
     async def run(self) -> None:
+        if self.args.control:  # normal traffic alone: what the machine gives without attackers
+            await asyncio.gather(self.normal(), self.sampler())
+            return
         await asyncio.gather(
             self.normal(),
             self.sampler(),
@@ -220,6 +223,7 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=60, help="slow-header connections")
     parser.add_argument("--stalled", type=int, default=20, help="stalled-upload connections")
     parser.add_argument("--plain", action="store_true", help="plain uvicorn, no protocol class")
+    parser.add_argument("--control", action="store_true", help="normal traffic only")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
@@ -244,6 +248,7 @@ def main() -> None:
     summary = {
         "command": "uvicorn inference_server:app" + ("" if args.plain else f" --http {PROTOCOL}"),
         "seconds": args.seconds,
+        "hostile_clients": not args.control,
         "normal_rate_per_s": args.rate,
         "normal_requests": sum(soak.normal_status.values()),
         "normal_status": dict(soak.normal_status),
@@ -267,7 +272,8 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        (args.out / f"soak-{stamp}.json").write_text(text + "\n")
+        name = "control" if args.control else "soak"
+        (args.out / f"{name}-{stamp}.json").write_text(text + "\n")
 
 
 if __name__ == "__main__":
