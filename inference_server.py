@@ -113,8 +113,10 @@ async def lifespan(app: FastAPI):
 docs = {} if settings.docs else {"docs_url": None, "redoc_url": None}  # their JS is on a CDN
 app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan, **docs)
 app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-timeouts, wire = install_limits(app, settings, metrics, log)  # slow clients: serving/limits.py
-app.add_middleware(ObservabilityMiddleware, metrics=metrics, logger=log, log_text=settings.log_text)
+timeouts = install_limits(app, settings, metrics, log)  # slow clients: serving/limits.py
+app.add_middleware(  # outermost
+    ObservabilityMiddleware, metrics=metrics, logger=log, log_text=settings.log_text
+)
 install_error_handlers(app)
 
 

@@ -20,7 +20,9 @@ import asyncio
 import json
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 from loadtest.launcher import StageServer
 from loadtest.rawhttp import closed_loop, predict_body, request_bytes
@@ -128,8 +130,12 @@ def main() -> None:
         "httptools": ("-m", "uvicorn", "--http", "httptools"),
         "protocol class": ("-m", "uvicorn", "--http", PROTOCOL),
     }
+    log_dir = Path(tempfile.mkdtemp(prefix="overhead-"))  # not the student's logs/
     servers = {
-        name: StageServer("batched", launcher=launcher) for name, launcher in variants.items()
+        name: StageServer(
+            "batched", env={"INFERENCE_LOG_PATH": str(log_dir / f"{i}.log")}, launcher=launcher
+        )
+        for i, (name, launcher) in enumerate(variants.items())
     }
     rates: dict[str, list[float]] = {name: [] for name in servers}
     p99s: dict[str, list[float]] = {name: [] for name in servers}

@@ -26,7 +26,9 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import statistics
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -216,6 +218,22 @@ def server_500s(url: str) -> float:
     )
 
 
+def server_side_latency(log_path: Path) -> dict[str, dict[str, float]]:
+    """Median and max server-side latency per (status, error) from the server's JSON log: which
+    answers cost the event loop its time."""
+    groups: dict[str, list[float]] = {}
+    for path in sorted(log_path.parent.glob(log_path.name + "*")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row.get("event") == "request":
+                key = f"{row.get('status')} {row.get('error', '')[:40]}".strip()
+                groups.setdefault(key, []).append(row["latency_ms"])
+    return {
+        key: {"n": len(v), "median": round(statistics.median(v), 2), "max": round(max(v), 2)}
+        for key, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Soak the final stage with hostile clients.")
     parser.add_argument("--seconds", type=float, default=180)
@@ -229,7 +247,9 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})  # the server is on CPU 0
     launcher = ("-m", "uvicorn") if args.plain else ("-m", "uvicorn", "--http", PROTOCOL)
-    server = StageServer("batched", launcher=launcher)
+    log_dir = tempfile.mkdtemp(prefix="soak-")  # the server's JSON log: not the student's logs/
+    env = {"INFERENCE_LOG_PATH": str(Path(log_dir) / "requests.log")}
+    server = StageServer("batched", env=env, launcher=launcher)
     load_before = os.getloadavg()
     try:
         server.start()
@@ -243,6 +263,8 @@ def main() -> None:
         ]
     finally:
         server.stop()
+    by_error = server_side_latency(Path(log_dir) / "requests.log")
+    shutil.rmtree(log_dir, ignore_errors=True)
     lat = sorted(soak.latencies)
     rss = [mb for _, mb in soak.rss]
     summary = {
@@ -263,6 +285,7 @@ def main() -> None:
         + sum(n for k, n in soak.hostile_status.items() if k.endswith("-> 500")),
         "hostile": dict(sorted(soak.hostile_status.items())),
         "server_limit_metrics": limits,
+        "server_latency_ms_by_answer": by_error,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "cpus": os.cpu_count(),

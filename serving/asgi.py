@@ -144,12 +144,14 @@ class ObservabilityMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, logger: logging.Logger, log_text: bool = False
+        self, app: ASGIApp, *, metrics: Metrics, logger: logging.Logger, log_text: bool = True
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.logger = logger
-        self.log_text = log_text  # else a trace keeps its frames but not exception messages
+        # False: a trace keeps its frames and exception types, not their messages (which may
+        # quote a review); the final stage passes INFERENCE_LOG_TEXT.
+        self.log_text = log_text
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

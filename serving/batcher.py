@@ -75,7 +75,7 @@ class _Item:
     owner: int  # which submit() call the text came from
     enqueued_at: float
     future: asyncio.Future[tuple[Any, int]]
-    expires_at: float = float("inf")  # its caller's timeout: after it, nobody waits for it
+    expires_at: float = float("inf")  # loop time of its caller's timeout: then nobody waits
 
 
 class DynamicBatcher(Generic[R]):
@@ -154,9 +154,10 @@ class DynamicBatcher(Generic[R]):
         loop = asyncio.get_running_loop()
         owner = next(self._owners)
         now = self._clock()
+        expires_at = loop.time() + timeout  # the clock asyncio.wait times the caller with
         futures: list[asyncio.Future[tuple[Any, int]]] = []
         for text in texts:
-            item = _Item(text, owner, now, loop.create_future(), now + timeout)
+            item = _Item(text, owner, now, loop.create_future(), expires_at)
             self._queue.put_nowait(item)  # cannot fail: checked above, nothing awaited since
             futures.append(item.future)
         self._arrived.set()
@@ -257,7 +258,7 @@ class DynamicBatcher(Generic[R]):
     def _expired(self, item: _Item) -> bool:
         """Whether nobody waits for ``item`` anymore: its caller went away, or its timeout has
         passed (under load the caller's own timer may not have fired yet). Counted."""
-        if item.future.done() or item.expires_at <= self._clock():
+        if item.future.done() or item.expires_at <= asyncio.get_running_loop().time():
             self.dropped_texts += 1
             return True
         return False

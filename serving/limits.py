@@ -217,8 +217,11 @@ class WireObserver:
 observer: WireObserver | None = None
 
 
-def install_limits(app: Any, settings: Any, metrics: Metrics, logger: logging.Logger):
-    """Add the read-timeout middleware, register the wire observer; return the timeouts."""
+def install_limits(
+    app: Any, settings: Any, metrics: Metrics, logger: logging.Logger
+) -> ReadTimeouts:
+    """Add the read-timeout middleware and register the wire observer (``observer``, read by
+    serving/protocol.py); return the timeouts, which shutdown shortens."""
     global observer
     timeouts = ReadTimeouts(settings.body_timeout_s, settings.drain_timeout_s)
     app.add_middleware(ReadTimeoutMiddleware, timeouts=timeouts)
@@ -235,7 +238,7 @@ def install_limits(app: Any, settings: Any, metrics: Metrics, logger: logging.Lo
         "Log lines that could not be written (disk full, file gone).",
         lambda: sum(getattr(h, "lost", 0) for h in logger.handlers),
     )
-    return timeouts, observer
+    return timeouts
 
 
 class ShutdownSignals:

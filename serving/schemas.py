@@ -41,7 +41,7 @@ class StrictModel(BaseModel):
         # build one error per unknown key (90,000 keys: 0.3 s of event loop to list them).
         # A few unknown keys still get one error each, naming the key.
         if isinstance(data, dict) and len(data) > len(cls.model_fields) + FEW_UNKNOWN_KEYS:
-            unknown = sum(1 for key in data if key not in cls.model_fields)
+            unknown = len(data.keys() - cls.model_fields.keys())
             accepted = ", ".join(sorted(cls.model_fields))
             raise ValueError(f"{unknown} unknown field(s); accepted: {accepted}")
         return data

@@ -4,10 +4,12 @@ log path, the body read timeout and its shutdown bound, the second signal, expir
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -134,34 +136,34 @@ def test_second_signal_hurries_and_is_not_passed_on(monkeypatch):
 
 
 def test_expired_texts_are_never_run_when_queued_behind_a_batch():
-    """Under load a caller's own timer may fire late; the batcher checks the deadline itself."""
-    now = [0.0]
+    """Under load a caller's own timeout callback may run after the collector has taken its
+    texts (same loop iteration); the batcher checks the deadline itself."""
     ran: list[str] = []
-    gate = asyncio.Event()
+    release = threading.Event()
+
+    def predict(texts):
+        ran.extend(texts)
+        if "hold" in texts:
+            release.wait(10)
+        return texts
 
     async def main():
         loop = asyncio.get_running_loop()
-
-        def predict(texts):
-            ran.extend(texts)
-            if "hold" in texts:
-                asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(10)
-            return texts
-
-        batcher = DynamicBatcher(
-            predict, max_batch_size=8, max_wait_s=0, max_queue=8, clock=lambda: now[0]
-        )
+        real_time, offset = loop.time, [0.0]
+        loop.time = lambda: real_time() + offset[0]  # time passes instantly for the loop
+        batcher = DynamicBatcher(predict, max_batch_size=8, max_wait_s=0, max_queue=8)
         await batcher.start()
-        hold = asyncio.create_task(batcher.submit(["hold"], timeout=60))
+        hold = asyncio.create_task(batcher.submit(["hold"], timeout=600))
         while not ran:
             await asyncio.sleep(0.01)
-        late = asyncio.create_task(batcher.submit(["late 1", "late 2"], timeout=0.5))
+        late = asyncio.create_task(batcher.submit(["late 1", "late 2"], timeout=60))
         await asyncio.sleep(0.01)
-        now[0] = 1.0  # expired while queued; the caller's own timer has not fired
-        gate.set()
+        offset[0] = 120.0  # the late texts' deadline has passed, not the holder's
+        release.set()
         await hold
         fresh = await batcher.submit(["fresh"], timeout=60)
-        late.cancel()
+        with contextlib.suppress(Exception):
+            await late
         await batcher.stop(1)
         return fresh.results, batcher.dropped_texts
 
