@@ -60,10 +60,22 @@ class BodyTimeoutError(HTTPException):
 class _TimedReader:
     """``receive`` for one request, cancelled (-> 408) when the body is late."""
 
-    __slots__ = ("deadline", "done", "expired", "handle", "receive", "task", "timeout")
+    __slots__ = (
+        "deadline",
+        "done",
+        "expired",
+        "handle",
+        "on_timeout",
+        "receive",
+        "task",
+        "timeout",
+    )
 
-    def __init__(self, receive: Receive, timeout: float) -> None:
+    def __init__(
+        self, receive: Receive, timeout: float, on_timeout: Callable[[], None] | None = None
+    ) -> None:
         self.receive = receive
+        self.on_timeout = on_timeout
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.done = False  # the whole body has arrived: nothing left to time
@@ -85,6 +97,8 @@ class _TimedReader:
             uncancel = getattr(self.task, "uncancel", None)  # 3.11+: the cancel was ours
             if uncancel is not None:
                 uncancel()
+            if self.on_timeout is not None:
+                self.on_timeout()
             raise BodyTimeoutError(self.timeout) from None
         finally:
             self.handle.cancel()
@@ -116,6 +130,7 @@ class ReadTimeouts:
         self.drain_timeout_s = drain_timeout_s
         self.readers: set[_TimedReader] = set()
         self.draining = False
+        self.on_timeout: Callable[[], None] | None = None  # counts it (set by install_limits)
 
     def begin_drain(self, grace_s: float | None = None) -> None:
         """Shutdown: every body still being read must arrive within ``grace_s`` (default: the
@@ -142,7 +157,7 @@ class ReadTimeoutMiddleware:
         if scope["type"] != "http" or WIRE_TIMEOUTS in scope.get("extensions", ()):
             await self.app(scope, receive, send)
             return
-        reader = _TimedReader(receive, self.timeouts.body_timeout_s)
+        reader = _TimedReader(receive, self.timeouts.body_timeout_s, self.timeouts.on_timeout)
         self.timeouts.readers.add(reader)
         try:
             await self.app(scope, reader, send)
@@ -225,15 +240,16 @@ def install_limits(
     global observer
     timeouts = ReadTimeouts(settings.body_timeout_s, settings.drain_timeout_s)
     app.add_middleware(ReadTimeoutMiddleware, timeouts=timeouts)
-    observer = WireObserver(metrics, logger, settings)
-    observer.counters.add(
+    observer = wire = WireObserver(metrics, logger, settings)
+    timeouts.on_timeout = lambda: wire.event("body_timeout")
+    wire.counters.add(
         "inference_dropped_texts",
         "Texts dropped before the model: their callers had timed out or gone away.",
         lambda: getattr(
             getattr(getattr(app.state, "server", None), "batcher", None), "dropped_texts", 0
         ),
     )
-    observer.counters.add(
+    wire.counters.add(
         "inference_log_lines_lost",
         "Log lines that could not be written (disk full, file gone).",
         lambda: sum(getattr(h, "lost", 0) for h in logger.handlers),

@@ -161,6 +161,7 @@ def test_stalled_body_gets_408(which, request):
     line = wait_for_line(server, lambda x: x.get("request_id") == f"stalled-{which}")
     assert line["status"] == 408 and line["route"] == "/predict"
     assert metric(server, "http_requests_total", method="POST", route="/predict", status="408") >= 1
+    assert metric(server, "inference_limit_events_total", event="body_timeout") >= 1
 
 
 @pytest.mark.parametrize("which", ["guarded", "plain"])
