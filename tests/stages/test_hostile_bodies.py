@@ -298,3 +298,15 @@ def test_fairness_batch_requests_need_room_for_all_their_texts(make_server, monk
 
     run_scenario(server, scenario)
     assert results == {"batch": 503, "holder": 200, "singles": [200, 200]}
+
+
+def test_hardening_metrics_are_exported_from_the_start(client):
+    text = client.get("/metrics").text
+    for sample in (
+        "inference_dropped_texts_total 0.0",
+        "inference_log_lines_lost_total 0.0",
+        'inference_limit_events_total{event="header_too_large"} 0.0',
+        'inference_limit_events_total{event="body_timeout"} 0.0',
+        'inference_limit_events_total{event="connection_refused"} 0.0',
+    ):
+        assert sample in text, sample
