@@ -243,9 +243,11 @@ def route_of(scope: Scope, app: Any) -> str:
 
 def trace_without_messages(exc: BaseException) -> list[str]:
     """``file:line in function`` for each frame, and exception types without their messages."""
-    lines = []
+    lines: list[str] = []
+    chain: set[int] = set()  # a context chain can loop back on itself
     seen: BaseException | None = exc
-    while seen is not None:
+    while seen is not None and id(seen) not in chain:
+        chain.add(id(seen))
         frames = traceback.extract_tb(seen.__traceback__)
         lines += [f"{f.filename}:{f.lineno} in {f.name}" for f in frames]
         lines.append(type(seen).__name__)
