@@ -19,7 +19,8 @@ from serving.asgi import BodyLimitMiddleware, ObservabilityMiddleware
 from serving.batcher import BatchStats, DynamicBatcher
 from serving.context import RequestCtx
 from serving.dependencies import Ready, State
-from serving.errors import install_error_handlers
+from serving.errors import install_error_handlers, without_paths
+from serving.limits import ShutdownSignals, install_limits
 from serving.logs import configure_logging, prediction_fields
 from serving.metrics import Metrics
 from serving.multiprocess import mark_worker_exit, worker_log_path
@@ -71,7 +72,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             gc.collect()
             gc.freeze()
         except Exception as e:
-            state.load_error = f"model not loaded: {e}"
+            state.load_error = f"model not loaded: {without_paths(str(e))}"  # log keeps paths
             log.error(
                 "model_load_failed",
                 extra={"error_type": type(e).__name__, "error": str(e)},
@@ -112,6 +113,8 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         loading = asyncio.create_task(load_and_start(state))
         sigterm = SigtermHook(state.begin_drain)  # SIGTERM: /ready and new predictions say 503
         sigterm.install()
+        signals = ShutdownSignals(timeouts.begin_drain, lambda: timeouts.begin_drain(0), log)
+        signals.install()  # a stalled upload cannot hold shutdown; Ctrl-C twice still drains
         yield
         # uvicorn has already waited for open requests; finish whatever is still queued.
         state.begin_drain()
@@ -128,12 +131,17 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         )
         record_drain(complete)  # the launcher's exit code (serving/serve.py)
         mark_worker_exit()  # several workers: this one's in-progress and queue gauges go
+        signals.uninstall()
         sigterm.uninstall()
 
-    app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan)
+    docs = {} if settings.docs else {"docs_url": None, "redoc_url": None}  # JS from a CDN
+    app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan, **docs)
     app.state.metrics = metrics
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, logger=log)  # outermost
+    timeouts = install_limits(app, settings, metrics, log)  # slow clients: serving/limits.py
+    app.add_middleware(  # outermost
+        ObservabilityMiddleware, metrics=metrics, logger=log, log_text=settings.log_text
+    )
     install_error_handlers(app)
     install_rejection_handler(app, metrics)  # full queue 503, timeout 504, not ready 503
 

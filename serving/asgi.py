@@ -12,6 +12,7 @@ import logging
 import random
 import re
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -136,10 +137,15 @@ class ObservabilityMiddleware:
     blow up the label count.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, logger: logging.Logger) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, logger: logging.Logger, log_text: bool = True
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.logger = logger
+        # False: a trace keeps its frames and exception types, not their messages (which may
+        # quote a review); the final stage passes INFERENCE_LOG_TEXT.
+        self.log_text = log_text
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,20 +172,30 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             status = 500
-            fields.update(error_type=type(exc).__name__, error=str(exc))
-            # The trace goes to the log; the client only learns the id to quote.
-            self.logger.exception(
-                "unhandled_error", extra={"request_id": request_id, "path": scope["path"]}
+            # The trace goes to the log; the client only learns the id to quote. An exception's
+            # message may quote the input (a review), so it is logged only with LOG_TEXT.
+            error = str(exc) if self.log_text else "(message not logged: INFERENCE_LOG_TEXT)"
+            fields.update(error_type=type(exc).__name__, error=error)
+            self.logger.error(
+                "unhandled_error",
+                exc_info=exc if self.log_text else None,
+                extra={"request_id": request_id, "path": scope["path"]}
+                | ({} if self.log_text else {"trace": trace_without_messages(exc)}),
             )
-            if started:  # too late for a clean answer; let the server drop the connection
-                raise
+            if started:  # too late for a clean answer; the server drops the connection
+                return
             body = with_request_id(scope, {"detail": "internal error"})
             await send_json(send, 500, body, [id_header])
         finally:
             self.metrics.in_progress.dec()
             elapsed = time.perf_counter() - start
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = getattr(scope.get("route"), "path", None) or route_of(scope, self.app)
+            wire = scope.get("state", {}).get(
+                "wire_status"
+            )  # what the client got, if not the answer
+            if wire is not None:
+                status = wire
             self.metrics.requests.labels(method, route, str(status)).inc()
             self.metrics.request_duration.labels(method, route).observe(elapsed)
             self.logger.log(
@@ -187,7 +203,7 @@ class ObservabilityMiddleware:
                 logging.ERROR
                 if status == 500
                 else logging.WARNING
-                if status > 500
+                if isinstance(status, int) and status > 500
                 else logging.INFO,
                 "request",
                 extra={
@@ -195,8 +211,39 @@ class ObservabilityMiddleware:
                     "method": scope["method"],
                     "path": scope["path"],
                     "route": route,
-                    "status": status,
+                    "status": None if status == "aborted" else status,
                     "latency_ms": round(elapsed * 1000, 3),
                     **fields,
+                    **({"aborted": True} if status == "aborted" else {}),
                 },
             )
+
+
+def route_of(scope: Scope, app: Any) -> str:
+    """The route template of a request answered before routing (a 413 decided from its
+    Content-Length, a 408), so it is counted under ``/predict`` like the same error found
+    later; "unmatched" when no route matches."""
+    while app is not None and not hasattr(app, "routes"):
+        app = getattr(app, "app", None)
+    for route in getattr(app, "routes", ()):
+        try:
+            match, _ = route.matches(scope)
+        except Exception:  # a route that cannot judge this scope
+            continue
+        if match.name == "FULL":
+            return route.path
+    return "unmatched"
+
+
+def trace_without_messages(exc: BaseException) -> list[str]:
+    """``file:line in function`` for each frame, and exception types without their messages."""
+    lines: list[str] = []
+    chain: set[int] = set()  # a context chain can loop back on itself
+    seen: BaseException | None = exc
+    while seen is not None and id(seen) not in chain:
+        chain.add(id(seen))
+        frames = traceback.extract_tb(seen.__traceback__)
+        lines += [f"{f.filename}:{f.lineno} in {f.name}" for f in frames]
+        lines.append(type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    return lines

@@ -75,6 +75,7 @@ class _Item:
     owner: int  # which submit() call the text came from
     enqueued_at: float
     future: asyncio.Future[tuple[Any, int]]
+    expires_at: float = float("inf")  # loop time of its caller's timeout: then nobody waits
 
 
 class DynamicBatcher(Generic[R]):
@@ -118,6 +119,7 @@ class DynamicBatcher(Generic[R]):
         self._owners = itertools.count()
         self._batch: list[_Item] = []  # the batch being formed or run
         self._answered = 0  # texts answered by the collector (results or batch errors)
+        self.dropped_texts = 0  # skipped at take time: their callers timed out or went away
         self._collector: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
@@ -158,9 +160,10 @@ class DynamicBatcher(Generic[R]):
         loop = asyncio.get_running_loop()
         owner = next(self._owners)
         now = self._clock()
+        expires_at = loop.time() + timeout  # the clock asyncio.wait times the caller with
         futures: list[asyncio.Future[tuple[Any, int]]] = []
         for text in texts:
-            item = _Item(text, owner, now, loop.create_future())
+            item = _Item(text, owner, now, loop.create_future(), expires_at)
             self._queue.put_nowait(item)  # cannot fail: checked above, nothing awaited since
             futures.append(item.future)
         self._arrived.set()
@@ -231,7 +234,7 @@ class DynamicBatcher(Generic[R]):
     async def _form_batch(self) -> list[_Item]:
         """Wait for a first text, then gather more until the batch is full or due."""
         first = await self._queue.get()
-        while first.future.done():  # its caller already gave up: skip it
+        while self._expired(first):  # its caller already gave up: skip it
             self._queue.task_done()
             first = await self._queue.get()
         batch = self._batch = [first]
@@ -255,7 +258,7 @@ class DynamicBatcher(Generic[R]):
         """Move texts already queued into ``batch`` (up to the size limit), skipping dead ones."""
         while len(batch) < self._max_batch_size and not self._queue.empty():
             item = self._queue.get_nowait()
-            if item.future.done():  # its caller timed out or went away
+            if self._expired(item):
                 self._queue.task_done()
             else:
                 batch.append(item)
@@ -264,6 +267,14 @@ class DynamicBatcher(Generic[R]):
     def _depth_changed(self) -> None:
         if self._on_queue_depth is not None:
             self._on_queue_depth(self._queue.qsize())
+
+    def _expired(self, item: _Item) -> bool:
+        """Whether nobody waits for ``item`` anymore: its caller went away, or its timeout has
+        passed (under load the caller's own timer may not have fired yet). Counted."""
+        if item.future.done() or item.expires_at <= asyncio.get_running_loop().time():
+            self.dropped_texts += 1
+            return True
+        return False
 
     async def _run(self, batch: list[_Item]) -> None:
         """Run ``predict`` on the batch in the worker thread and answer every caller."""

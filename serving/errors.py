@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from serving.context import context_of, with_request_id
+
+# Error bodies and log lines never echo the input: each problem is its location and pydantic's
+# message, clipped, and at most MAX_ERRORS of them, whatever the body holds (a 1 MB body of
+# 90,000 unknown keys gets one small answer, cheap to build).
+MAX_ERRORS = 10
+MAX_PART_CHARS = 64
+MAX_MSG_CHARS = 200
+PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/]?[\w.~-]+)*[\\/][\w.~-]*")
 
 
 def note_error(request: Request, error_type: str, message: str) -> None:
@@ -18,13 +28,51 @@ def note_error(request: Request, error_type: str, message: str) -> None:
         context.log.update(error_type=error_type, error=message)
 
 
+def clip(part: object, limit: int = MAX_PART_CHARS) -> object:
+    """A location part or message as safe to return and log: short, valid UTF-8."""
+    if isinstance(part, int):
+        return part
+    text = str(part)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    # A lone surrogate ("\\ud800" in the JSON) cannot be encoded: escape it instead.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def public_errors(errors: list[dict]) -> list[dict]:
+    """The first MAX_ERRORS problems as ``{type, loc, msg}``, without the input."""
+    return [
+        {
+            "type": e["type"],
+            "loc": [clip(p) for p in e["loc"]],
+            "msg": clip(e["msg"], MAX_MSG_CHARS),
+        }
+        for e in errors[:MAX_ERRORS]
+    ]
+
+
 def summarize(errors: list[dict]) -> str:
-    """``body.text: String should have at least 1 character; ...`` for a log line."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    """``body.text: String should have at least 1 character; ...`` for a log line (bounded)."""
+    shown = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in public_errors(errors))
+    more = len(errors) - MAX_ERRORS
+    return f"{shown}; and {more} more" if more > 0 else shown
+
+
+def without_paths(message: str) -> str:
+    """``message`` with file-system paths replaced by ``<path>`` (for public error bodies)."""
+    return PATH.sub("<path>", message)
 
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """Like FastAPI's default, plus ``request_id``."""
+    if isinstance(exc.__cause__, ClientDisconnect):  # nobody left to answer
+        request.scope.setdefault("state", {}).setdefault("wire_status", "aborted")
+        return JSONResponse({"detail": "client disconnected"}, 400)
+    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+        problem = "body is nested too deeply"  # json.loads gives up near 1,000 levels
+        note_error(request, "RequestValidationError", problem)
+        detail = [{"type": "json_invalid", "loc": ["body"], "msg": problem}]
+        return JSONResponse(with_request_id(request.scope, {"detail": detail}), 422)
     if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
         # FastAPI answers 400 when a JSON body cannot even be decoded (e.g. b"\x00\x00\x00\x00"
         # is taken for UTF-32); to the client that is malformed JSON like any other: 422.
@@ -38,19 +86,15 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 with pydantic's list of problems (each names its field), plus ``request_id``.
-
-    Unlike FastAPI's default handler it survives a body that is not valid UTF-8 (found by
-    tests/test_fuzz.py: the default answers 500 when it echoes such bytes back).
-    """
+    """422 with the location and message of each problem (at most MAX_ERRORS), plus
+    ``request_id``; never the rejected input (FastAPI's default echoes it, and answers 500 when
+    it holds NaN, bytes or a lone surrogate)."""
     errors = exc.errors()
     note_error(request, "RequestValidationError", summarize(errors))
-    detail = jsonable_encoder(errors, custom_encoder={bytes: _decode_lossy, Exception: str})
-    return JSONResponse(with_request_id(request.scope, {"detail": detail}), 422)
-
-
-def _decode_lossy(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
+    body: dict = {"detail": public_errors(errors)}
+    if len(errors) > MAX_ERRORS:
+        body["error_count"] = len(errors)
+    return JSONResponse(with_request_id(request.scope, body), 422)
 
 
 def install_error_handlers(app: FastAPI) -> None:

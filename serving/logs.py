@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from pythonjsonlogger.json import JsonFormatter
+
+from serving.logfile import WholeLineFileHandler
+from serving.settings import SettingsError
 
 LOGGER_NAME = "inference"
 MAX_LOG_BYTES = 10 * 1024 * 1024
@@ -51,13 +53,15 @@ def configure_logging(
         json_ensure_ascii=False,
     )
     log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    handlers: list[logging.Handler] = [
-        RotatingFileHandler(
-            log_path, maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
-        ),
-        logging.StreamHandler(sys.stdout),
-    ]
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = WholeLineFileHandler(log_path, MAX_LOG_BYTES, LOG_BACKUPS)
+    except OSError as e:  # read-only, under a file, a directory: say which setting to fix
+        raise SettingsError(
+            f"INFERENCE_LOG_PATH={str(log_path)!r}: cannot write the log file there "
+            f"({e.strerror or e})"
+        ) from None
+    handlers: list[logging.Handler] = [file_handler, logging.StreamHandler(sys.stdout)]
     logger = logging.getLogger(name)
     for old in list(logger.handlers):
         logger.removeHandler(old)

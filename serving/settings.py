@@ -51,6 +51,20 @@ class Settings(BaseSettings):
     log_path: Path = Field(
         Path("logs/requests.log"), description="JSON log file (rotated); also logged to stdout."
     )
+    # Hostile or broken clients (serving/limits.py, serving/protocol.py); defaults after nginx's.
+    max_header_bytes: int = Field(
+        32_768, ge=1_024, le=1_048_576, description="Largest request head (line + headers); 431."
+    )
+    header_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Longest wait for a complete request head; then 408."
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Longest wait for a complete request body; then 408."
+    )
+    max_connections: int = Field(
+        512, ge=1, description="Most open connections; beyond it new ones get 503 and close."
+    )
+    docs: bool = Field(False, description="Serve /docs and /redoc (their scripts come from a CDN).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_text: bool = Field(False, description="Log the raw review text (off: privacy, log size).")
 

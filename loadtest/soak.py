@@ -1,0 +1,303 @@
+"""Soak: normal traffic with hostile clients mixed in, for a bounded time.
+
+Normal traffic is open-loop (``--rate`` requests per second, latency counted from the moment
+each request was due, so a stalled server cannot hide its queue), mostly ``/predict`` with
+one ``/predict/batch`` of 8 in ten. Mixed in, all the time:
+
+* slow clients: ``--slow`` connections that send half a request head and then one byte every
+  10 s (the header timeout closes them; they reconnect);
+* stalled uploads: ``--stalled`` connections that send 10 bytes of a 1,000-byte body and stop;
+* oversized heads: a complete 64 KB head every 2 s, a 2 MB head that never ends every 10 s;
+* hostile bodies, two a second: NaN / Infinity / 1e999, lone surrogates, a 1 MB flood of
+  90,000 unknown keys, 100,000-deep nesting, a 2 MB body.
+
+Reports the normal requests' p50 / p99 / max, the server's RSS every 5 s, every status seen,
+and the 500s (seen by the clients and counted by the server). 127.0.0.1 only; the server is
+started and stopped by PID.
+
+    python -m loadtest.soak --seconds 180 --out benchmarks/results/soak
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from loadtest.launcher import StageServer
+from loadtest.rawhttp import Connection, predict_body, request_bytes
+
+PROTOCOL = "serving.protocol:LimitedHttpToolsProtocol"
+TEXTS = [
+    "A warm, funny film with a clever script and two lovely performances.",
+    "Dull, overlong and badly acted; I nearly walked out halfway through.",
+    "The plot is thin but the photography is stunning and the music soars.",
+    "Not the worst thing I have seen this year, but close to it.",
+]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def hostile_bodies() -> list[tuple[str, bytes, bytes]]:
+    """(name, path, raw request) for each hostile body."""
+    flood = json.dumps({f"k{i:05d}": 1 for i in range(90_000)}, separators=(",", ":")).encode()
+    deep = b"[" * 100_000 + b"]" * 100_000
+    return [
+        ("nan", b"", request_bytes("/predict", b'{"text": NaN}')),
+        ("infinity", b"", request_bytes("/predict/batch", b'{"texts": ["a", -Infinity]}')),
+        ("1e999", b"", request_bytes("/predict", b'{"text": "x", "n": 1e999}')),
+        ("surrogate", b"", request_bytes("/predict", b'{"\\ud800": "\\udfff"}')),
+        ("key flood", b"", request_bytes("/predict", flood)),
+        ("deep nesting", b"", request_bytes("/predict", deep)),
+        ("2 MB body", b"", request_bytes("/predict", b'{"text": "' + b"x" * 2_000_000 + b'"}')),
+    ]
+
+
+class Soak:
+    def __init__(self, server: StageServer, args: argparse.Namespace) -> None:
+        self.server = server
+        self.port = server.port
+        self.args = args
+        self.deadline = time.monotonic() + args.seconds
+        self.latencies: list[float] = []
+        self.normal_status: Counter[int] = Counter()
+        self.hostile_status: Counter[str] = Counter()
+        self.rss: list[tuple[float, float]] = []
+        self.started = time.monotonic()
+
+    def running(self) -> bool:
+        return time.monotonic() < self.deadline
+
+    async def normal(self) -> None:
+        pool: asyncio.Queue[Connection] = asyncio.Queue()
+        for _ in range(32):
+            pool.put_nowait(Connection(self.port))
+        interval = 1 / self.args.rate
+        due = time.perf_counter()
+        tasks = set()
+        rng = random.Random(0)
+
+        async def one(due: float, raw: bytes) -> None:
+            conn = await pool.get()
+            try:
+                status, _ = await conn.send(raw, timeout=30)
+            finally:
+                pool.put_nowait(conn)
+            self.normal_status[status] += 1
+            if status == 200:
+                self.latencies.append((time.perf_counter() - due) * 1000)
+
+        while self.running():
+            if rng.random() < 0.1:
+                body = json.dumps({"texts": rng.choices(TEXTS, k=8)}).encode()
+                raw = request_bytes("/predict/batch", body)
+            else:
+                raw = request_bytes("/predict", predict_body(rng.choice(TEXTS)))
+            task = asyncio.create_task(one(due, raw))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            due += interval
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        await asyncio.gather(*tasks)
+        while not pool.empty():
+            await pool.get_nowait().close()
+
+    async def slow_client(self) -> None:
+        while self.running():
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                while self.running() and not reader.at_eof():
+                    writer.write(b"a")
+                    await writer.drain()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        data = await asyncio.wait_for(reader.read(1024), 10)
+                        if data:
+                            self.hostile_status[f"slow head -> {data[9:12].decode()}"] += 1
+                            break
+                        break
+                writer.close()
+            except OSError:
+                self.hostile_status["slow head -> connection error"] += 1
+                await asyncio.sleep(1)
+
+    async def stalled_upload(self) -> None:
+        while self.running():
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+                writer.write(b'{"text": "')
+                remaining = self.deadline - time.monotonic()
+                data = await asyncio.wait_for(reader.read(1024), max(0.1, remaining))
+                label = data[9:12].decode() if data else "closed"
+                self.hostile_status[f"stalled body -> {label}"] += 1
+                writer.close()
+            except asyncio.TimeoutError:
+                writer.close()
+            except OSError:
+                self.hostile_status["stalled body -> connection error"] += 1
+                await asyncio.sleep(1)
+
+    async def big_heads(self) -> None:
+        tick = 0
+        while self.running():
+            tick += 1
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                if tick % 5:
+                    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+                    writer.write(b"a" * 65536 + b"\r\n\r\n")
+                    name = "64 KB head"
+                else:
+                    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
+                    name = "endless head"
+                    for _ in range(32):  # up to 2 MB
+                        writer.write(b"a" * 65536)
+                        await writer.drain()
+                data = await asyncio.wait_for(reader.read(1024), 10)
+                self.hostile_status[f"{name} -> {data[9:12].decode() or 'closed'}"] += 1
+                writer.close()
+            await asyncio.sleep(2)
+
+    async def bad_bodies(self) -> None:
+        bodies = hostile_bodies()
+        conn = Connection(self.port)
+        index = 0
+        while self.running():
+            name, _, raw = bodies[index % len(bodies)]
+            index += 1
+            status, body = await conn.send(raw, timeout=30)
+            self.hostile_status[f"{name} -> {status}"] += 1
+            if len(body) > 4000:
+                self.hostile_status[f"{name} -> answer over 4 KB"] += 1
+            await asyncio.sleep(0.5)
+        await conn.close()
+
+    async def sampler(self) -> None:
+        while self.running():
+            elapsed = time.monotonic() - self.started
+            self.rss.append((round(elapsed, 1), round(rss_mb(self.server.pid), 1)))
+            await asyncio.sleep(5)
+
+    async def run(self) -> None:
+        if self.args.control:  # normal traffic alone: what the machine gives without attackers
+            await asyncio.gather(self.normal(), self.sampler())
+            return
+        await asyncio.gather(
+            self.normal(),
+            self.sampler(),
+            self.big_heads(),
+            self.bad_bodies(),
+            *(self.slow_client() for _ in range(self.args.slow)),
+            *(self.stalled_upload() for _ in range(self.args.stalled)),
+        )
+
+
+def server_500s(url: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("http_requests_total{") and 'status="500"' in line
+    )
+
+
+def server_side_latency(log_path: Path) -> dict[str, dict[str, float]]:
+    """Median and max server-side latency per (status, error) from the server's JSON log: which
+    answers cost the event loop its time."""
+    groups: dict[str, list[float]] = {}
+    for path in sorted(log_path.parent.glob(log_path.name + "*")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row.get("event") == "request":
+                key = f"{row.get('status')} {row.get('error', '')[:40]}".strip()
+                groups.setdefault(key, []).append(row["latency_ms"])
+    return {
+        key: {"n": len(v), "median": round(statistics.median(v), 2), "max": round(max(v), 2)}
+        for key, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Soak the final stage with hostile clients.")
+    parser.add_argument("--seconds", type=float, default=180)
+    parser.add_argument("--rate", type=float, default=200, help="normal requests per second")
+    parser.add_argument("--slow", type=int, default=60, help="slow-header connections")
+    parser.add_argument("--stalled", type=int, default=20, help="stalled-upload connections")
+    parser.add_argument("--plain", action="store_true", help="plain uvicorn, no protocol class")
+    parser.add_argument("--control", action="store_true", help="normal traffic only")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {1})  # the server is on CPU 0
+    launcher = ("-m", "uvicorn") if args.plain else ("-m", "uvicorn", "--http", PROTOCOL)
+    log_dir = tempfile.mkdtemp(prefix="soak-")  # the server's JSON log: not the student's logs/
+    env = {"INFERENCE_LOG_PATH": str(Path(log_dir) / "requests.log")}
+    server = StageServer("batched", env=env, launcher=launcher)
+    load_before = os.getloadavg()
+    try:
+        server.start()
+        soak = Soak(server, args)
+        asyncio.run(soak.run())
+        count_500 = server_500s(server.url)
+        limits = [
+            line
+            for line in httpx.get(server.url + "/metrics", timeout=10).text.splitlines()
+            if line.startswith(("inference_limit_events_total{", "inference_dropped_texts"))
+        ]
+    finally:
+        server.stop()
+    by_error = server_side_latency(Path(log_dir) / "requests.log")
+    shutil.rmtree(log_dir, ignore_errors=True)
+    lat = sorted(soak.latencies)
+    rss = [mb for _, mb in soak.rss]
+    summary = {
+        "command": "uvicorn inference_server:app" + ("" if args.plain else f" --http {PROTOCOL}"),
+        "seconds": args.seconds,
+        "hostile_clients": not args.control,
+        "normal_rate_per_s": args.rate,
+        "normal_requests": sum(soak.normal_status.values()),
+        "normal_status": dict(soak.normal_status),
+        "normal_latency_ms": {
+            "p50": round(statistics.median(lat), 2),
+            "p99": round(lat[int(len(lat) * 0.99) - 1], 2),
+            "max": round(lat[-1], 2),
+        },
+        "rss_mb": {"first": rss[0], "last": rss[-1], "max": max(rss), "timeline": soak.rss},
+        "server_500s": count_500,
+        "client_500s": soak.normal_status.get(500, 0)
+        + sum(n for k, n in soak.hostile_status.items() if k.endswith("-> 500")),
+        "hostile": dict(sorted(soak.hostile_status.items())),
+        "server_limit_metrics": limits,
+        "server_latency_ms_by_answer": by_error,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        name = "control" if args.control else "soak"
+        (args.out / f"{name}-{stamp}.json").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""Limits against slow, stalled and broken clients, and the answers that never reach the app.
+
+What an ASGI app can do by itself (so the plain ``uvicorn inference_server:app`` has it):
+
+* ``ReadTimeoutMiddleware``: a request body must arrive within ``BODY_TIMEOUT_S`` (408), and
+  once shutdown has begun within ``DRAIN_TIMEOUT_S``, so one stalled upload cannot keep the
+  process alive after SIGTERM.
+
+What needs the connection itself (``serving/protocol.py``, run with ``--http``): the header size
+limit (431), the header read timeout, the connection cap, and logging the answers uvicorn gives
+on its own (400 for a request it cannot parse). The protocol reports those through the
+:class:`WireObserver` the app registers here, so they land in the same JSON log and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+from starlette.exceptions import HTTPException
+
+from serving.asgi import ASGIApp, Receive, Scope, Send
+from serving.metrics import Metrics
+
+# scope["extensions"] key set by serving/protocol.py: the connection enforces the read timeouts.
+WIRE_TIMEOUTS = "inference.read_timeouts"
+# scope["state"] key: what the client actually received when it differs from what the app sent
+# (an int status written by the protocol, or ABORTED when the client went away first).
+WIRE_STATUS = "wire_status"
+ABORTED = "aborted"
+LIMIT_EVENTS = (
+    "header_too_large",
+    "header_timeout",
+    "body_timeout",
+    "connection_refused",
+    "bad_request",
+)
+
+
+class BodyTimeoutError(HTTPException):
+    """The request body did not arrive in time."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408, f"request body not received within {seconds:g} s", {"Connection": "close"}
+        )
+
+
+class _TimedReader:
+    """``receive`` for one request, cancelled (-> 408) when the body is late."""
+
+    __slots__ = (
+        "deadline",
+        "done",
+        "expired",
+        "handle",
+        "on_timeout",
+        "receive",
+        "task",
+        "timeout",
+    )
+
+    def __init__(
+        self, receive: Receive, timeout: float, on_timeout: Callable[[], None] | None = None
+    ) -> None:
+        self.receive = receive
+        self.on_timeout = on_timeout
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.done = False  # the whole body has arrived: nothing left to time
+        self.expired = False
+        self.handle: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task | None = None
+
+    async def __call__(self) -> Any:
+        if self.done:
+            return await self.receive()
+        loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.handle = loop.call_at(loop.time() + self.deadline - time.monotonic(), self._expire)
+        try:
+            message = await self.receive()
+        except asyncio.CancelledError:
+            if not self.expired:
+                raise
+            uncancel = getattr(self.task, "uncancel", None)  # 3.11+: the cancel was ours
+            if uncancel is not None:
+                uncancel()
+            if self.on_timeout is not None:
+                self.on_timeout()
+            raise BodyTimeoutError(self.timeout) from None
+        finally:
+            self.handle.cancel()
+            self.handle = None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+    def _expire(self) -> None:
+        if self.handle is not None and self.task is not None:
+            self.expired = True
+            self.task.cancel()
+
+    def shorten(self, seconds: float) -> None:
+        """Bring the deadline to at most ``seconds`` from now (shutdown has begun)."""
+        self.deadline = min(self.deadline, time.monotonic() + seconds)
+        if self.handle is not None:
+            self.handle.cancel()
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self.deadline - time.monotonic())
+            self.handle = loop.call_later(delay, self._expire)
+
+
+class ReadTimeouts:
+    """The open body reads of one app, so shutdown can shorten them all."""
+
+    def __init__(self, body_timeout_s: float, drain_timeout_s: float) -> None:
+        self.body_timeout_s = body_timeout_s
+        self.drain_timeout_s = drain_timeout_s
+        self.readers: set[_TimedReader] = set()
+        self.draining = False
+        self.on_timeout: Callable[[], None] | None = None  # counts it (set by install_limits)
+
+    def begin_drain(self, grace_s: float | None = None) -> None:
+        """Shutdown: every body still being read must arrive within ``grace_s`` (default: the
+        drain timeout). Safe to call from a signal handler (it runs on the event loop thread)."""
+        self.draining = True
+        grace = self.drain_timeout_s if grace_s is None else grace_s
+        self.body_timeout_s = min(self.body_timeout_s, grace)
+        for reader in list(self.readers):
+            reader.shorten(grace)
+
+
+class ReadTimeoutMiddleware:
+    """408 for a request body that does not arrive within the body timeout.
+
+    Skipped when the connection already enforces it (``serving/protocol.py`` marks the scope),
+    so the launcher's path pays nothing; otherwise one timer per request.
+    """
+
+    def __init__(self, app: ASGIApp, *, timeouts: ReadTimeouts) -> None:
+        self.app = app
+        self.timeouts = timeouts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or WIRE_TIMEOUTS in scope.get("extensions", ()):
+            await self.app(scope, receive, send)
+            return
+        reader = _TimedReader(receive, self.timeouts.body_timeout_s, self.timeouts.on_timeout)
+        self.timeouts.readers.add(reader)
+        try:
+            await self.app(scope, reader, send)
+        finally:
+            self.timeouts.readers.discard(reader)
+
+
+class CallbackCounters(Collector):
+    """Counters whose values live elsewhere (a handler's or the batcher's own count)."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, tuple[str, Callable[[], float]]] = {}
+
+    def add(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """Export ``name``_total with the value ``read()`` returns at scrape time."""
+        self.sources[name] = (documentation, read)
+
+    def collect(self):
+        for name, (documentation, read) in self.sources.items():
+            yield CounterMetricFamily(name, documentation, value=read())
+
+
+class WireObserver:
+    """Logs and counts what happens on the wire outside the app: the protocol's own answers
+    (431, 408, 400, 503 at accept time) and the events behind them."""
+
+    def __init__(self, metrics: Metrics, logger: logging.Logger, settings: Any) -> None:
+        self.metrics = metrics
+        self.logger = logger
+        self.settings = settings
+        self.events = Counter(
+            "inference_limit_events",
+            "Clients stopped by a limit, or gone before their answer.",
+            ["event"],
+            registry=metrics.registry,
+        )
+        for event in LIMIT_EVENTS:
+            self.events.labels(event)
+        self.counters = CallbackCounters()
+        metrics.registry.register(self.counters)
+
+    def event(self, name: str) -> None:
+        """Count one limit event."""
+        self.events.labels(name).inc()
+
+    def response(self, status: int, method: str, path: str, event: str, detail: str) -> None:
+        """Log and count an answer the app never saw (the protocol wrote it itself)."""
+        self.event(event)
+        method = method if method in {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} else "OTHER"
+        self.metrics.requests.labels(method, "unmatched", str(status)).inc()
+        self.logger.info(
+            "request",
+            extra={
+                "request_id": str(uuid.UUID(int=random.getrandbits(128), version=4)),
+                "method": method,
+                "path": path[:200],
+                "route": "unmatched",
+                "status": status,
+                "latency_ms": 0.0,
+                "error_type": event,
+                "error": detail,
+            },
+        )
+
+    def closed(self, event: str, detail: str) -> None:
+        """A connection closed without an answer (nothing was asked yet)."""
+        self.event(event)
+        self.logger.info("connection_closed", extra={"reason": event, "detail": detail})
+
+
+# The app registers its observer here; serving/protocol.py reads it (one app per process).
+observer: WireObserver | None = None
+
+
+def install_limits(
+    app: Any, settings: Any, metrics: Metrics, logger: logging.Logger
+) -> ReadTimeouts:
+    """Add the read-timeout middleware and register the wire observer (``observer``, read by
+    serving/protocol.py); return the timeouts, which shutdown shortens."""
+    global observer
+    timeouts = ReadTimeouts(settings.body_timeout_s, settings.drain_timeout_s)
+    app.add_middleware(ReadTimeoutMiddleware, timeouts=timeouts)
+    observer = wire = WireObserver(metrics, logger, settings)
+    timeouts.on_timeout = lambda: wire.event("body_timeout")
+    wire.counters.add(
+        "inference_dropped_texts",
+        "Texts dropped before the model: their callers had timed out or gone away.",
+        lambda: getattr(
+            getattr(getattr(app.state, "server", None), "batcher", None), "dropped_texts", 0
+        ),
+    )
+    wire.counters.add(
+        "inference_log_lines_lost",
+        "Log lines that could not be written (disk full, file gone).",
+        lambda: sum(getattr(h, "lost", 0) for h in logger.handlers),
+    )
+    return timeouts
+
+
+class ShutdownSignals:
+    """SIGINT/SIGTERM: bound the stalled uploads; Ctrl-C twice must not end in 500s.
+
+    First signal: ``on_first`` (stalled body reads get ``DRAIN_TIMEOUT_S``), then passed on
+    (uvicorn drains as usual). Second: ``on_second`` (cut them now) and *not* passed on, so
+    uvicorn stays on its graceful path: requests answered, lifespan shutdown run, the shutdown
+    line written. Third: passed on (uvicorn's force quit). Main thread only, like every signal
+    handler; install it after ``SigtermHook`` and uninstall it before.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(
+        self, on_first: Callable[[], None], on_second: Callable[[], None], logger: logging.Logger
+    ) -> None:
+        self.on_first = on_first
+        self.on_second = on_second
+        self.logger = logger
+        self.count = 0
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Wrap the current SIGINT and SIGTERM handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.on_first()
+        elif self.count == 2:
+            self.logger.warning("second_signal", extra={"signal": signal.Signals(signum).name})
+            self.on_second()
+            return
+        previous = self.previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    def uninstall(self) -> None:
+        """Put the wrapped handlers back."""
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
+        self.previous.clear()

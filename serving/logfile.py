@@ -1,0 +1,69 @@
+"""A rotating log file that writes whole lines or nothing, and degrades quietly on a full disk.
+
+``logging.handlers.RotatingFileHandler`` writes through a buffered text stream: on a full disk
+it can leave half a JSON line in the file, and every lost record prints a 40-line traceback to
+stderr. Here each line is one ``os.write`` of its encoded bytes; a short or failed write is cut
+back off the file, counted in ``lost``, and reported once on stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from logging.handlers import RotatingFileHandler
+
+
+class WholeLineFileHandler(RotatingFileHandler):
+    """RotatingFileHandler with one ``os.write`` per line (UTF-8, unencodable characters
+    escaped) and quiet failure: ``lost`` counts the records that could not be written."""
+
+    def __init__(self, filename: str | os.PathLike, max_bytes: int, backup_count: int) -> None:
+        super().__init__(filename, maxBytes=max_bytes, backupCount=backup_count, delay=True)
+        self.lost = 0
+        self.warned = False
+        self.stream = self._open()  # opened now: an unusable path fails at start-up
+
+    def _open(self):  # type: ignore[override]
+        """Unbuffered, append-only bytes: a line reaches the file in one system call."""
+        return open(self.baseFilename, "ab", buffering=0)
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        return False  # decided in emit(), which knows the encoded size
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Append the record as one line, or count it as lost."""
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            if self.stream is None:
+                self.stream = self._open()
+            start = self.stream.tell()
+            if self.maxBytes and start + len(line) > self.maxBytes and start > 0:
+                self.doRollover()
+                if self.stream is None:  # delay=True: doRollover leaves it closed
+                    self.stream = self._open()
+                start = self.stream.tell()
+            written = os.write(self.stream.fileno(), line)
+            if written != len(line):  # the disk filled up mid-line: take the piece back
+                os.ftruncate(self.stream.fileno(), start)
+                raise OSError(28, "short write (disk full?)")
+        except OSError as e:
+            self._lose(e)
+        except Exception:
+            self.handleError(record)
+
+    def _lose(self, error: OSError) -> None:
+        self.lost += 1
+        if not self.warned:
+            self.warned = True
+            print(
+                f"log file {self.baseFilename}: cannot write ({error.strerror or error}); "
+                "dropping log lines until it works again (counted in "
+                "inference_log_lines_lost_total)",
+                file=sys.stderr,
+                flush=True,
+            )

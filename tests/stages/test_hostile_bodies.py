@@ -1,0 +1,312 @@
+"""Hostile request bodies and the honesty of answers, logs and metrics (final stage, in-process).
+
+Error bodies never echo the input; non-finite numbers, lone surrogates, key floods and deep
+nesting are 422; no raw text reaches the log; texts whose caller timed out never reach the
+model. Deterministic: no timing decides an outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from sentiment_model import load_model
+
+SERVER = Path(__file__).resolve().parents[2] / "inference_server.py"
+SECRET = "my-private-review-words"
+HEADERS = {"Content-Type": "application/json"}
+
+
+def import_stage(path: Path):
+    spec = importlib.util.spec_from_file_location(f"stage_{uuid.uuid4().hex}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def make_server(monkeypatch, tmp_path, small_model_dir):
+    def make(**env):
+        settings = {"MODEL_DIR": small_model_dir, "LOG_PATH": tmp_path / "requests.log"} | env
+        for name, value in settings.items():
+            monkeypatch.setenv(f"INFERENCE_{name}", str(value))
+        return import_stage(SERVER)
+
+    return make
+
+
+def wait_ready(client: TestClient) -> None:
+    deadline = time.monotonic() + 30
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def server(make_server):
+    return make_server()
+
+
+@pytest.fixture
+def client(server):
+    with TestClient(server.app, raise_server_exceptions=False) as c:
+        wait_ready(c)
+        yield c
+
+
+def log_text(tmp_path: Path) -> str:
+    return (tmp_path / "requests.log").read_text(encoding="utf-8")
+
+
+def metric(server, name: str, **labels: str) -> float:
+    return server.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+@pytest.mark.parametrize(
+    "template",
+    ['{"text": %s}', '{"text": "fine", "x": %s}', '{"texts": [%s]}', '{"texts": ["a", %s]}'],
+)
+def test_non_finite_numbers_are_422(client, token, template):
+    path = "/predict/batch" if "texts" in template else "/predict"
+    r = client.post(path, content=template % token, headers=HEADERS)
+    assert r.status_code == 422, r.text
+    assert "inf" not in r.text.lower() and "nan" not in r.text.lower()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        r'{"text": "\ud800"}',
+        r'{"text": "fine \udfff end"}',
+        r'{"\ud800": "x"}',
+        r'{"texts": ["ok", "\udc00"]}',
+    ],
+)
+def test_lone_surrogates_are_422_not_500(client, raw, tmp_path):
+    path = "/predict/batch" if "texts" in raw else "/predict"
+    r = client.post(path, content=raw, headers=HEADERS)
+    assert r.status_code == 422, r.text
+    r.json()  # valid UTF-8 JSON, the surrogate escaped
+    assert "Traceback" not in log_text(tmp_path)
+
+
+def test_unknown_key_flood_gets_a_small_answer_and_a_small_log_line(client, tmp_path):
+    keys = {f"k{i:05d}": 1 for i in range(90_000)}
+    body = json.dumps({"text": "fine"} | keys, separators=(",", ":")).encode()
+    assert 900_000 < len(body) < 1_048_576  # just under the default body limit
+    r = client.post("/predict", content=body, headers=HEADERS)
+    assert r.status_code == 422 and len(r.content) < 4_000
+    [error] = r.json()["detail"]  # one error, not 90,000 (each costs time to build)
+    assert error["msg"] == "Value error, 90000 unknown field(s); accepted: text"
+    [line] = [x for x in log_text(tmp_path).splitlines() if '"status": 422' in x]
+    assert len(line) < 2_000
+
+
+def test_error_bodies_never_echo_the_input(client, tmp_path):
+    long_text = SECRET + " " + "x" * 10_000
+    for path, body in (
+        ("/predict", {"text": long_text}),
+        ("/predict", {"text": 5, SECRET: SECRET}),
+        ("/predict/batch", {"texts": [long_text, 7]}),
+        ("/predict", {"text": " " * 50}),
+    ):
+        r = client.post(path, json=body)
+        assert r.status_code == 422
+        assert SECRET not in r.text.replace(SECRET[:64], "") or len(r.text) < 2_000
+        assert "input" not in r.json()["detail"][0] and "xxxxxxxxxx" not in r.text
+    assert "xxxxxxxxxx" not in log_text(tmp_path)
+
+
+def test_no_raw_text_in_the_log_even_when_the_model_fails(make_server, monkeypatch, tmp_path):
+    server = make_server()
+
+    def load(path):
+        model = load_model(path)
+
+        def predict(texts):
+            raise ValueError(f"cannot score {texts!r}")  # a message that quotes the input
+
+        model.predict = predict
+        return model
+
+    monkeypatch.setattr(server, "load_model", load)
+    with TestClient(server.app, raise_server_exceptions=False) as c:
+        wait_ready(c)
+        assert c.post("/predict", json={"text": SECRET}).status_code == 500
+    text = log_text(tmp_path)
+    assert SECRET not in text and "unhandled_error" in text
+
+
+def test_log_text_opt_in_keeps_the_message(make_server, monkeypatch, tmp_path):
+    server = make_server(LOG_TEXT="true")
+    with TestClient(server.app, raise_server_exceptions=False) as c:
+        wait_ready(c)
+        assert c.post("/predict", json={"text": SECRET}).status_code == 200
+    assert SECRET in log_text(tmp_path)
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 100_000])
+def test_deep_nesting_is_422(client, depth):
+    r = client.post("/predict", content="[" * depth + "]" * depth, headers=HEADERS)
+    assert r.status_code == 422
+    r = client.post("/predict", content='{"text": ' + "[" * depth + "]" * depth + "}")
+    assert r.status_code == 422
+
+
+def test_duplicate_keys_take_the_last_value(client):
+    """The documented choice: like Python's json module (RFC 8259 leaves it open)."""
+    raw = '{"text": 5, "text": "a wonderful film"}'
+    assert client.post("/predict", content=raw, headers=HEADERS).status_code == 200
+    raw = '{"text": "a wonderful film", "text": 5}'
+    assert client.post("/predict", content=raw, headers=HEADERS).status_code == 422
+
+
+def test_413_is_counted_under_its_route_however_it_is_found(make_server):
+    server = make_server(MAX_BODY_BYTES=100)
+    with TestClient(server.app, raise_server_exceptions=False) as c:
+        wait_ready(c)
+        assert c.post("/predict", json={"text": "x" * 200}).status_code == 413  # Content-Length
+
+        def chunks():
+            yield b'{"text": "'
+            yield b"x" * 200
+            yield b'"}'
+
+        r = c.post("/predict", content=chunks(), headers=HEADERS)  # chunked: found while read
+        assert r.status_code == 413
+    counted = metric(server, "http_requests_total", method="POST", route="/predict", status="413")
+    assert counted == 2
+    assert (
+        metric(server, "http_requests_total", method="POST", route="unmatched", status="413") == 0
+    )
+
+
+def test_docs_are_off_by_default_and_the_schema_stays(make_server):
+    server = make_server()
+    with TestClient(server.app) as c:
+        assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
+        assert c.get("/openapi.json").status_code == 200
+    server = make_server(DOCS="true")
+    with TestClient(server.app) as c:
+        assert c.get("/docs").status_code == 200
+
+
+class GatedModel:
+    """The real small model, held at a gate so requests pile up deterministically."""
+
+    def __init__(self) -> None:
+        self.texts_run: list[str] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def load(self, path):
+        model = load_model(path)
+        real = model.predict
+
+        def predict(texts):
+            self.texts_run.extend(texts)
+            if "hold" in texts:
+                self.entered.set()
+                self.release.wait(30)
+            return real(texts)
+
+        model.predict = predict
+        return model
+
+
+def run_scenario(server, scenario) -> None:
+    """Run ``scenario(client)`` with the app's lifespan, in one event loop."""
+
+    async def main():
+        async with server.app.router.lifespan_context(server.app):
+            transport = httpx.ASGITransport(app=server.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                deadline = time.monotonic() + 30
+                while server.app.state.server.not_ready_reason() is not None:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.01)
+                await scenario(c)
+
+    asyncio.run(main())
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+
+
+def test_texts_of_timed_out_callers_never_reach_the_model(make_server, monkeypatch):
+    """The README's promise, counted: every text the model ran was answered with 200, except
+    the one already inside the model when its caller's time ran out."""
+    server = make_server(REQUEST_TIMEOUT_S=0.2, MAX_BATCH_WAIT_MS=0)
+    gate = GatedModel()
+    monkeypatch.setattr(server, "load_model", gate.load)
+    results: dict = {}
+
+    async def scenario(c):
+        holder = asyncio.create_task(c.post("/predict", json={"text": "hold"}))
+        await until(gate.entered.is_set)
+        waiting = [
+            c.post("/predict/batch", json={"texts": [f"late {i}", f"late {i}b"]}) for i in range(10)
+        ]
+        results["late"] = [r.status_code for r in await asyncio.gather(*waiting)]
+        gate.release.set()
+        results["holder"] = (await holder).status_code
+        after = await c.post("/predict/batch", json={"texts": ["after 1", "after 2"]})
+        results["after"] = after.status_code
+
+    run_scenario(server, scenario)
+    assert results == {"late": [504] * 10, "holder": 504, "after": 200}
+    answered_200 = ["after 1", "after 2"]
+    assert gate.texts_run == ["hold", *answered_200]  # none of the 20 late texts ran
+    assert metric(server, "inference_dropped_texts_total") == 20
+    assert metric(server, "inference_rejections_total", reason="timeout") == 11
+
+
+def test_fairness_batch_requests_need_room_for_all_their_texts(make_server, monkeypatch):
+    """The documented choice under overload: admission counts texts, all-or-nothing, so a
+    large batch is refused while single texts still fit (it weighs its texts, no more)."""
+    server = make_server(MAX_QUEUE=8, MAX_BATCH_ITEMS=8, MAX_BATCH_WAIT_MS=0)
+    gate = GatedModel()
+    monkeypatch.setattr(server, "load_model", gate.load)
+    results: dict = {}
+
+    async def scenario(c):
+        holder = asyncio.create_task(c.post("/predict", json={"text": "hold"}))
+        await until(gate.entered.is_set)
+        batcher = server.app.state.server.batcher
+        single = asyncio.create_task(c.post("/predict", json={"text": "one"}))
+        await until(lambda: batcher.queue_depth == 1)  # 1 of 8 slots taken
+        results["batch"] = (await c.post("/predict/batch", json={"texts": ["b"] * 8})).status_code
+        single_after = asyncio.create_task(c.post("/predict", json={"text": "two"}))
+        await until(lambda: batcher.queue_depth == 2)
+        gate.release.set()
+        results["holder"] = (await holder).status_code
+        results["singles"] = [(await single).status_code, (await single_after).status_code]
+
+    run_scenario(server, scenario)
+    assert results == {"batch": 503, "holder": 200, "singles": [200, 200]}
+
+
+def test_hardening_metrics_are_exported_from_the_start(client):
+    text = client.get("/metrics").text
+    for sample in (
+        "inference_dropped_texts_total 0.0",
+        "inference_log_lines_lost_total 0.0",
+        'inference_limit_events_total{event="header_too_large"} 0.0',
+        'inference_limit_events_total{event="body_timeout"} 0.0',
+        'inference_limit_events_total{event="connection_refused"} 0.0',
+    ):
+        assert sample in text, sample
