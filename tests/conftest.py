@@ -1,4 +1,7 @@
-"""Shared fixtures: a small model trained in seconds, so most tests need not load the full one."""
+"""Shared fixtures: a small model trained in seconds, so most tests need not load the full one.
+
+And a guard: the test run (notebooks included) must leave the student's default model alone.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,36 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentiment_model.artifact import export_model
+from sentiment_model.artifact import MODELS_ROOT, export_model
 from sentiment_model.data import Splits, load_splits
 from sentiment_model.train import data_summary, fit
+
+_MODELS_BEFORE = pytest.StashKey[tuple[str, list[str]]]()
+
+
+def _models_state() -> tuple[str, list[str]]:
+    """What a test must not change: models/LATEST and the artifacts next to it."""
+    latest = MODELS_ROOT / "LATEST"
+    names = sorted(p.name for p in MODELS_ROOT.iterdir()) if MODELS_ROOT.is_dir() else []
+    return (latest.read_text() if latest.is_file() else "", names)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``slow`` marker and note the state of models/ before any test runs."""
+    config.addinivalue_line("markers", "slow: runs real processes (servers, notebooks, locust)")
+    config.stash[_MODELS_BEFORE] = _models_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if anything changed models/LATEST or added or removed an artifact."""
+    before = session.config.stash.get(_MODELS_BEFORE, None)
+    if before is not None and _models_state() != before:
+        message = f"the tests changed {MODELS_ROOT}: {before} -> {_models_state()}"
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_sep("!", message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
