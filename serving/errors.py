@@ -47,7 +47,11 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     Unlike FastAPI's default handler it survives a body that is not valid UTF-8 (found by
     tests/test_fuzz.py: the default answers 500 when it echoes such bytes back).
     """
-    errors = exc.errors()
+    errors = [dict(e) for e in exc.errors()]
+    if "json" not in request.headers.get("content-type", ""):
+        for error in errors:  # e.g. curl -d without -H: a form body, not a JSON object
+            if tuple(error.get("loc", ())) == ("body",):
+                error["msg"] += "; send the header Content-Type: application/json"
     note_error(request, "RequestValidationError", summarize(errors))
     detail = jsonable_encoder(errors, custom_encoder={bytes: _decode_lossy, Exception: str})
     return JSONResponse(with_request_id(request, {"detail": detail}), 422)
