@@ -78,6 +78,7 @@ def step(title: str, estimate: str, *cmd: str | Path) -> None:
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
+            env=os.environ | {"PYTHONUNBUFFERED": "1"},  # lines as they come, not in bursts
         )
         assert proc.stdout is not None
         collected = 0
