@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -60,17 +61,20 @@ def minutes(seconds: float) -> str:
 
 
 def step(title: str, estimate: str, *cmd: str | Path) -> None:
-    """Run one set-up step with a live status line; its full output goes to .venv/setup.log.
+    """Run one set-up step with a status line; its full output goes to .venv/setup.log.
 
     pip's own output is hundreds of lines (and setuptools adds a warning block for editable
     installs that is meant for package authors), so it is kept in the log and shown only when
-    the step fails.
+    the step fails. The status line is redrawn every second on a terminal; elsewhere (CI) a
+    line every 15 s says the step is still going.
     """
     print(f"{title} (usually {estimate}) ...", flush=True)
     start = last_note = time.monotonic()
     tty = sys.stdout.isatty()
+    seen = {"lines": 0, "packages": 0, "last": ""}
     with open(SETUP_LOG, "a", encoding="utf-8") as log:
         log.write(f"\n$ {' '.join(map(str, cmd))}\n")
+        log.flush()
         proc = subprocess.Popen(
             [str(c) for c in cmd],
             cwd=ROOT,
@@ -80,17 +84,24 @@ def step(title: str, estimate: str, *cmd: str | Path) -> None:
             errors="replace",
             env=os.environ | {"PYTHONUNBUFFERED": "1"},  # lines as they come, not in bursts
         )
-        assert proc.stdout is not None
-        collected = 0
-        for line in proc.stdout:
-            log.write(line)
-            collected += line.startswith("Collecting ")
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                seen["packages"] += line.startswith("Collecting ")
+                seen["last"] = line.strip() or seen["last"]
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        while reader.is_alive():
+            reader.join(timeout=1.0)
             now = time.monotonic()
             if tty:
-                status = f"  {now - start:5.0f} s  {collected} packages  {line.strip()}"
+                status = f"  {now - start:5.0f} s  {seen['packages']} packages  {seen['last']}"
                 print(f"\r{status[:100]:100s}", end="", flush=True)
-            elif now - last_note >= 15:  # a heartbeat in CI logs
-                print(f"  ... {now - start:.0f} s, {collected} packages so far", flush=True)
+            elif now - last_note >= 15:
+                print(f"  ... {now - start:.0f} s, {seen['packages']} packages so far", flush=True)
                 last_note = now
         code = proc.wait()
     if tty:
@@ -118,8 +129,9 @@ def setup() -> None:
     if not PY.exists() or not STAMP.exists() or STAMP.read_text() != wanted:
         start = time.monotonic()
         if not PY.exists():
-            print(f"setup [1/4] creating {VENV} with Python {sys.version.split()[0]}", flush=True)
+            print(f"setup [1/4] creating {VENV} with Python {sys.version.split()[0]} ...")
             venv.create(VENV, with_pip=True)
+            print(f"  done in {minutes(time.monotonic() - start)}", flush=True)
         SETUP_LOG.write_text("")
         step("setup [2/4] upgrading pip", "10-20 s", PY, "-m", "pip", "install", "-U", "pip")
         step(
@@ -140,14 +152,22 @@ def setup() -> None:
 # --- child processes: signals are passed on, and nothing is left behind ----------------------
 
 
-def run_child(cmd: list[str | Path], *, interrupt: int = signal.SIGINT, on_start=None) -> int:
+def run_child(
+    cmd: list[str | Path],
+    *,
+    interrupt: int = signal.SIGINT,
+    stop_is_clean: bool = True,
+    on_start=None,
+) -> int:
     """Run ``cmd`` in its own process group; pass Ctrl-C / SIGTERM on; return its exit code.
 
     The child gets its own group so that a Ctrl-C reaches it once (from us), not twice (from
     the terminal and from us: a second Ctrl-C makes uvicorn skip its graceful shutdown).
     ``interrupt`` is what Ctrl-C becomes for the child (JupyterLab asks "shut down? y/n" on
-    SIGINT, so it gets SIGTERM). When the child ends because of a signal we passed on, that is a
-    clean stop: 0 is returned. Whatever is still in the child's group afterwards is stopped.
+    SIGINT, so it gets SIGTERM). With ``stop_is_clean``, a child that ends because of a signal we
+    passed on has stopped cleanly: 0 is returned (a server); otherwise its status is kept (an
+    interrupted test run must not pass for a successful one). Whatever is still in the child's
+    group afterwards is stopped.
     ``on_start(proc)`` runs once the child is started (``serve`` waits for readiness there).
     """
     forwarded: list[int] = []
@@ -178,6 +198,9 @@ def run_child(cmd: list[str | Path], *, interrupt: int = signal.SIGINT, on_start
     if forwarded:
         sig = forwarded[0]
         name = signal.Signals(sig).name
+        if not stop_is_clean:
+            print(f"stopped by {name}: interrupted (exit status {code})", flush=True)
+            return code if code > 0 else 128 - code
         if code == 0:
             print(f"stopped by {name}: a clean stop", flush=True)
             return 0
@@ -279,7 +302,7 @@ def test(args: list[str]) -> int:
     start = time.monotonic()
     cmd = [PY, "-m", "pytest", *args]
     print("+", " ".join(map(str, cmd)), flush=True)
-    code = run_child(cmd)
+    code = run_child(cmd, stop_is_clean=False)
     took = time.monotonic() - start
     if whole and code in (0, 1):  # the whole suite ran (1: some tests failed)
         TEST_TIME.write_text(f"{took:.0f}\n")
@@ -297,11 +320,11 @@ def lab(args: list[str]) -> int:
     return run_child(cmd, interrupt=signal.SIGTERM)
 
 
-def in_venv(*cmd: str | Path) -> int:
+def in_venv(*cmd: str | Path, stop_is_clean: bool = True) -> int:
     """Set up, then run ``.venv/bin/python cmd...`` as a child that signals reach."""
     setup()
     print("+", " ".join(map(str, [PY, *cmd])), flush=True)
-    return run_child([PY, *cmd])
+    return run_child([PY, *cmd], stop_is_clean=stop_is_clean)
 
 
 def lint(_args: list[str]) -> int:
@@ -318,7 +341,7 @@ COMMANDS = {  # name -> function(args) returning an exit status
     "test": test,
     "model": lambda args: in_venv("-m", "sentiment_model.train", *args),
     "lab": lab,
-    "bench": lambda args: in_venv("-m", "loadtest.bench", *args),
+    "bench": lambda args: in_venv("-m", "loadtest.bench", *args, stop_is_clean=False),
     "lint": lint,
 }
 

@@ -180,7 +180,8 @@ def problems(words: list[str], fenced: bool) -> list[str]:
         if not (venv_bin() / name).exists():
             return [*found, f"no {name} in {venv_bin()}"]
         module = args[1] if name == "python" and args[:1] == ["-m"] and len(args) > 1 else None
-        if module and importlib.util.find_spec(module) is None:
+        placeholder = module is None or not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", module)
+        if not placeholder and importlib.util.find_spec(module) is None:
             found.append(f"no module {module}")
         if name == "uvicorn" or (name == "python" and args[1:2] == ["uvicorn"]):
             found += uvicorn_problems(args)
