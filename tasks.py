@@ -195,12 +195,14 @@ def run_child(
                 proc.kill()
                 proc.wait()
         stop_group(proc.pid)
+    if not forwarded and stop_is_clean and code in (-signal.SIGINT, -signal.SIGTERM, 130, 143):
+        forwarded.append(-code if code < 0 else code - 128)  # signalled directly, not through us
     if forwarded:
         sig = forwarded[0]
         name = signal.Signals(sig).name
         if not stop_is_clean:
             print(f"stopped by {name}: interrupted (exit status {code})", flush=True)
-            return code if code > 0 else 128 - code
+            return code if code >= 0 else 128 - code
         if code == 0:
             print(f"stopped by {name}: a clean stop", flush=True)
             return 0
@@ -211,7 +213,7 @@ def run_child(
                 flush=True,
             )
             return 0
-    return code
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
 def stop_group(pgid: int, grace: float = 5.0) -> None:
