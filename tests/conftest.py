@@ -18,9 +18,14 @@ _MODELS_BEFORE = pytest.StashKey[tuple[str, list[str]]]()
 
 
 def _models_state() -> tuple[str, list[str]]:
-    """What a test must not change: models/LATEST and the artifacts next to it."""
+    """What a test must not change: models/LATEST, the artifacts next to it, the files in logs/."""
     latest = MODELS_ROOT / "LATEST"
-    names = sorted(p.name for p in MODELS_ROOT.iterdir()) if MODELS_ROOT.is_dir() else []
+    names = [
+        f"{folder.name}/{p.name}"
+        for folder in (MODELS_ROOT, MODELS_ROOT.parent / "logs")
+        if folder.is_dir()
+        for p in sorted(folder.iterdir())
+    ]
     return (latest.read_text() if latest.is_file() else "", names)
 
 
@@ -31,10 +36,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if anything changed models/LATEST or added or removed an artifact."""
+    """Fail the run if it changed models/LATEST, or added or removed an artifact or a log file."""
     before = session.config.stash.get(_MODELS_BEFORE, None)
     if before is not None and _models_state() != before:
-        message = f"the tests changed {MODELS_ROOT}: {before} -> {_models_state()}"
+        message = f"the tests changed models/ or logs/: {before} -> {_models_state()}"
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.ensure_newline()
