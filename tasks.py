@@ -129,14 +129,16 @@ def setup() -> None:
     if not PY.exists() or not STAMP.exists() or STAMP.read_text() != wanted:
         start = time.monotonic()
         if not PY.exists():
-            print(f"setup [1/4] creating {VENV} with Python {sys.version.split()[0]} ...")
+            print(
+                f"setup [1/4] creating {VENV} with Python {sys.version.split()[0]} ...", flush=True
+            )
             venv.create(VENV, with_pip=True)
             print(f"  done in {minutes(time.monotonic() - start)}", flush=True)
         SETUP_LOG.write_text("")
         step("setup [2/4] upgrading pip", "10-20 s", PY, "-m", "pip", "install", "-U", "pip")
         step(
             "setup [3/4] installing the pinned packages of requirements.txt",
-            "2-4 minutes on a fresh clone, mostly downloading",
+            "1-2 minutes, plus the downloads on a fresh clone",
             *(PY, "-m", "pip", "install", "--progress-bar", "off", "-r", "requirements.txt"),
         )
         step(
@@ -146,6 +148,8 @@ def setup() -> None:
         )
         STAMP.write_text(wanted)
         print(f"setup: .venv ready in {minutes(time.monotonic() - start)}", flush=True)
+    if not (ROOT / "models" / "LATEST").is_file():
+        print("setup: training the default model, once (usually 20-90 s) ...", flush=True)
     run(PY, "-m", "sentiment_model.train", "--if-missing", "--models-root", ROOT / "models")
 
 
