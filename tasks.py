@@ -268,8 +268,8 @@ def wait_until_ready(proc: subprocess.Popen, base: str, timeout: float = 600.0) 
         print(f"not ready after {timeout:.0f} s: {base}{READY_PATH} never answered", flush=True)
 
 
-def serve(args: list[str]) -> int:
-    """Run one stage's server on 127.0.0.1:8000 (default: the final, batched stage)."""
+def parse_serve_args(args: list[str]) -> tuple[str, argparse.Namespace, list[str]]:
+    """``[STAGE] [--stage STAGE] [--host H] [--port P] [uvicorn options]`` -> stage, opts, rest."""
     parser = argparse.ArgumentParser(
         prog="python3 tasks.py serve",
         allow_abbrev=False,
@@ -280,12 +280,20 @@ def serve(args: list[str]) -> int:
     parser.add_argument("--port", type=int, default=8000)
     positional = args[0] if args and not args[0].startswith("-") else None
     opts, extra = parser.parse_known_args(args[1:] if positional else args)
+    if positional is None and any(word in STAGES for word in extra):  # serve --port 8001 naive
+        positional = next(word for word in extra if word in STAGES)
+        extra.remove(positional)
     if positional is not None:
         if positional not in STAGES:
             parser.error(f"unknown stage {positional!r}; choose one of {', '.join(STAGES)}")
         if opts.stage and opts.stage != positional:
             parser.error(f"two stages given: {positional!r} and --stage {opts.stage!r}")
-    stage = positional or opts.stage or DEFAULT_STAGE
+    return positional or opts.stage or DEFAULT_STAGE, opts, extra
+
+
+def serve(args: list[str]) -> int:
+    """Run one stage's server on 127.0.0.1:8000 (default: the final, batched stage)."""
+    stage, opts, extra = parse_serve_args(args)
     setup()
     cmd = server_argv(stage, opts.host, opts.port, extra)
     print("+", " ".join(map(str, cmd)), flush=True)
