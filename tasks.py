@@ -45,7 +45,7 @@ DEFAULT_STAGE = "batched"
 # route (404): they load the model before they listen, so any answer means they are ready.
 READY_PATH = "/ready"
 # Measured from a fresh clone (README "Quick start" gives the figures and how they were taken).
-FULL_SUITE_ESTIMATE = "about 8 minutes on 2 idle cores (notebooks and load tests most of it)"
+FULL_SUITE_ESTIMATE = "8 to 13 minutes on 2 cores (notebooks and load tests most of it)"
 
 
 def run(*cmd: str | Path, **kw) -> None:
