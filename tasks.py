@@ -175,15 +175,25 @@ def run_child(
     ``on_start(proc)`` runs once the child is started (``serve`` waits for readiness there).
     """
     forwarded: list[int] = []
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, start_new_session=True)
+    started: list[subprocess.Popen] = []
 
     def forward(signum, _frame) -> None:
         sig = interrupt if signum == signal.SIGINT else signum
         forwarded.append(sig)
-        if proc.poll() is None:
-            proc.send_signal(sig)
+        if started and started[0].poll() is None:
+            started[0].send_signal(sig)
 
+    # The handlers come first, so that a signal arriving while the child starts is not lost.
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, start_new_session=True)
+    except BaseException:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        raise
+    started.append(proc)
+    if forwarded:  # a signal came in before the child existed
+        proc.send_signal(forwarded[0])
     try:
         if on_start is not None:
             on_start(proc)
