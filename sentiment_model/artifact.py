@@ -14,7 +14,10 @@ An artifact is a directory ``models/<name>-<version>/`` holding
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import platform
+import shutil
 import warnings
 import zipfile
 from datetime import datetime, timezone
@@ -32,6 +35,11 @@ MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
 LATEST_FILE = "LATEST"
 MODELS_ROOT = Path(__file__).resolve().parent.parent / "models"
+# Every member of model.skops gets this timestamp (the earliest a zip can store) and these
+# permissions, so the archive's bytes depend on the model alone, not on when it was written.
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+ZIP_MODE = 0o644 << 16
+VERSION_HEX_DIGITS = 12
 
 
 class ModelLoadError(Exception):
@@ -104,7 +112,7 @@ class SentimentModel:
 
     @property
     def version(self) -> str:
-        """The artifact's unique version, e.g. ``20261126-1a2b3c4d``."""
+        """The artifact's version: the start of its model file's sha256, e.g. ``1a2b3c4d5e6f``."""
         return self.metadata.version
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
@@ -143,11 +151,16 @@ def compact_for_export(pipeline) -> dict:
       terms in column order. skops writes a dict as one JSON node per entry (hundreds of MB of
       schema and seconds to load for 374k terms) but an array as one compact ``.npy`` member;
       scikit-learn rebuilds the same term -> column dict from it on first use.
+    * ``_stop_words_id``, the ``id()`` of the stop-word list (a memory address that only caches
+      a consistency check, redone on first use), is dropped so that the file does not change
+      from one process to the next.
 
     Returns what was done, for the metadata.
     """
     report = {"stop_words_removed": 0, "vocabulary_terms": 0}
     for _, step in pipeline.steps:
+        if hasattr(step, "_stop_words_id"):
+            del step._stop_words_id
         if hasattr(step, "stop_words_"):
             report["stop_words_removed"] += len(step.stop_words_)
             del step.stop_words_
@@ -157,6 +170,60 @@ def compact_for_export(pipeline) -> dict:
             del step.vocabulary_
             report["vocabulary_terms"] += len(terms)
     return report
+
+
+def _renumber(node, ids: dict[int, int], files: dict[str, str], members: set[str]) -> None:
+    """Replace skops' memory addresses in a schema with numbers in order of appearance."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int) and not isinstance(value, bool):
+                node[key] = ids.setdefault(value, len(ids) + 1)
+            elif key == "file" and isinstance(value, str) and value in members:
+                suffix = Path(value).suffix
+                node[key] = files.setdefault(value, f"{len(files) + 1}{suffix}")
+            else:
+                _renumber(value, ids, files, members)
+    elif isinstance(node, list):
+        for item in node:
+            _renumber(item, ids, files, members)
+
+
+def reproducible_skops(obj, compresslevel: int = 6) -> bytes:
+    """``skops.io.dumps(obj)``, rewritten so that the same object always gives the same bytes.
+
+    skops names the objects in ``schema.json`` and the array members of the zip archive after
+    ``id()``, a memory address, and stamps every member with the current time: two dumps of one
+    model never match. Here the addresses become 1, 2, 3, ... in the order the schema mentions
+    them (shared objects stay shared), members are written in that order with a fixed date and
+    mode, and the schema is written the way skops writes it. ``skops.io.load`` reads the result
+    like any other skops file.
+    """
+    with zipfile.ZipFile(io.BytesIO(sio.dumps(obj))) as src:
+        members = set(src.namelist())
+        schema = json.loads(src.read("schema.json"))
+        ids: dict[int, int] = {}
+        files: dict[str, str] = {}
+        _renumber(schema, ids, files, members)
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as dst:
+            entries = [(new, src.read(old)) for old, new in files.items()]
+            entries.append(("schema.json", json.dumps(schema, indent=2).encode()))
+            for name, data in entries:
+                info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
+                info.external_attr = ZIP_MODE
+                info.create_system = 3  # "Unix", whatever the platform
+                info.compress_type = zipfile.ZIP_DEFLATED
+                dst.writestr(info, data, compresslevel=compresslevel)
+    return out.getvalue()
+
+
+def model_version(digest: str) -> str:
+    """The version of a model file with sha256 ``digest``: its first 12 hex digits.
+
+    The version names the content alone, so the same data, code, parameters and library versions
+    give the same version on any day (``created_at`` in metadata.json says when it was made).
+    """
+    return digest[:VERSION_HEX_DIGITS]
 
 
 def export_model(
@@ -172,20 +239,30 @@ def export_model(
 ) -> Path:
     """Write ``models_root/<name>-<version>/`` and return its path.
 
-    The version is the UTC date plus the first 8 hex digits of the model file's sha256, so two
-    different models never share a version. With ``make_latest`` the artifact becomes the
-    default that the servers load.
+    ``model.skops`` is reproducible (:func:`reproducible_skops`) and the version is the start of
+    its sha256 (:func:`model_version`): exporting the same model twice gives the same bytes, the
+    same version and the same directory, which is then left as it is. With ``make_latest`` the
+    artifact becomes the default that the servers load; tests and notebooks pass their own
+    ``models_root`` (a temporary directory) so that the student's ``models/`` is never touched.
     """
     compaction = compact_for_export(pipeline)
     models_root = Path(models_root)
     models_root.mkdir(parents=True, exist_ok=True)
-    staging = models_root / f".staging-{name}"
-    staging.mkdir(exist_ok=True)
+    blob = reproducible_skops(pipeline)
+    digest = hashlib.sha256(blob).hexdigest()
+    version = model_version(digest)
+    final = models_root / f"{name}-{version}"
+    if _is_intact(final, digest):  # the same model exported before: keep it (and its date)
+        if make_latest:
+            (models_root / LATEST_FILE).write_text(final.name + "\n")
+        return final
+    staging = models_root / f".staging-{name}-{version}"
+    if staging.exists():  # left over from an interrupted export
+        shutil.rmtree(staging)
+    staging.mkdir()
     model_path = staging / MODEL_FILE
-    sio.dump(pipeline, model_path, compression=zipfile.ZIP_DEFLATED)
-    digest = sha256_file(model_path)
+    model_path.write_bytes(blob)
     created = datetime.now(timezone.utc)
-    version = f"{created:%Y%m%d}-{digest[:8]}"
     metadata = ArtifactMetadata(
         name=name,
         version=version,
@@ -202,15 +279,20 @@ def export_model(
         compaction=compaction,
     )
     (staging / METADATA_FILE).write_text(metadata.model_dump_json(indent=2) + "\n")
-    final = models_root / f"{name}-{version}"
-    if final.exists():  # same bytes exported twice on one day: same artifact
-        for f in final.iterdir():
-            f.unlink()
-        final.rmdir()
+    if final.exists():  # a damaged copy of this version: replace it
+        shutil.rmtree(final)
     staging.rename(final)  # appears whole or not at all
     if make_latest:
         (models_root / LATEST_FILE).write_text(final.name + "\n")
     return final
+
+
+def _is_intact(path: Path, digest: str) -> bool:
+    """Whether ``path`` is a complete artifact whose model file has sha256 ``digest``."""
+    try:
+        return read_metadata(path).sha256 == digest and sha256_file(path / MODEL_FILE) == digest
+    except (ModelLoadError, OSError):
+        return False
 
 
 def default_model_dir(models_root: Path = MODELS_ROOT) -> Path:

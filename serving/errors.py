@@ -89,7 +89,11 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     """422 with the location and message of each problem (at most MAX_ERRORS), plus
     ``request_id``; never the rejected input (FastAPI's default echoes it, and answers 500 when
     it holds NaN, bytes or a lone surrogate)."""
-    errors = exc.errors()
+    errors = [dict(e) for e in exc.errors()]
+    if "json" not in request.headers.get("content-type", ""):
+        for error in errors:  # e.g. curl -d without -H: a form body, not a JSON object
+            if tuple(error.get("loc", ())) == ("body",):
+                error["msg"] += "; send the header Content-Type: application/json"
     note_error(request, "RequestValidationError", summarize(errors))
     body: dict = {"detail": public_errors(errors)}
     if len(errors) > MAX_ERRORS:

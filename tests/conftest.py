@@ -1,5 +1,8 @@
 """Shared fixtures: a small model trained in seconds, and ``start_stage``, which starts any server
-stage in-process with its own settings and model loader."""
+stage in-process with its own settings and model loader.
+
+And a guard: the test run (notebooks included) must leave the student's default model alone.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +17,41 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from sentiment_model.artifact import export_model
+from sentiment_model.artifact import MODELS_ROOT, export_model
 from sentiment_model.data import Splits, load_splits
 from sentiment_model.train import data_summary, fit
 from serving.settings import load_settings
+
+_MODELS_BEFORE = pytest.StashKey[tuple[str, list[str]]]()
+
+
+def _models_state() -> tuple[str, list[str]]:
+    """What a test must not change: models/LATEST, the artifacts next to it, the files in logs/."""
+    latest = MODELS_ROOT / "LATEST"
+    names = [
+        f"{folder.name}/{p.name}"
+        for folder in (MODELS_ROOT, MODELS_ROOT.parent / "logs")
+        if folder.is_dir()
+        for p in sorted(folder.iterdir())
+    ]
+    return (latest.read_text() if latest.is_file() else "", names)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Note the state of models/ and logs/ before any test runs."""
+    config.stash[_MODELS_BEFORE] = _models_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if it changed models/LATEST, or added or removed an artifact or a log file."""
+    before = session.config.stash.get(_MODELS_BEFORE, None)
+    if before is not None and _models_state() != before:
+        message = f"the tests changed models/ or logs/: {before} -> {_models_state()}"
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_sep("!", message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -24,7 +25,7 @@ from sentiment_model import (
     export_model,
     load_model,
 )
-from sentiment_model.artifact import compact_for_export, sha256_file
+from sentiment_model.artifact import compact_for_export, reproducible_skops, sha256_file
 from sentiment_model.baseline import DummySentimentModel
 from sentiment_model.evaluate import comparison_table, evaluate, misclassified
 from sentiment_model.train import fit
@@ -103,10 +104,55 @@ def test_export_then_load_gives_identical_predictions(sample, tmp_path):
     assert default_model_dir(tmp_path) == path
 
 
+def test_training_twice_exports_the_same_bytes_and_version(sample, tmp_path):
+    first = export_model(
+        fit(sample), name="t", hyperparameters={}, data={}, metrics={}, models_root=tmp_path / "a"
+    )
+    second = export_model(
+        fit(sample), name="t", hyperparameters={}, data={}, metrics={}, models_root=tmp_path / "b"
+    )
+    assert first.name == second.name
+    assert (first / "model.skops").read_bytes() == (second / "model.skops").read_bytes()
+    created = json.loads((first / "metadata.json").read_text())["created_at"]
+    # Exporting it again into the same place keeps the artifact as it is.
+    again = export_model(
+        fit(sample), name="t", hyperparameters={}, data={}, metrics={}, models_root=tmp_path / "a"
+    )
+    assert again == first
+    assert json.loads((again / "metadata.json").read_text())["created_at"] == created
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["LATEST", first.name]
+
+
+def test_reproducible_archive_has_no_addresses_or_timestamps(sample):
+    pipeline = fit(sample)
+    compact_for_export(pipeline)
+    blob = reproducible_skops(pipeline)
+    with zipfile.ZipFile(io.BytesIO(blob)) as z:
+        infos = z.infolist()
+        schema = z.read("schema.json").decode()
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    assert [i.filename for i in infos[:-1]] == [f"{n}.npy" for n in range(1, len(infos))]
+    assert not re.search(r"\d{9,}", schema)  # no id() left, in ids or in values
+    loaded = sio.load(io.BytesIO(blob), trusted=None)
+    np.testing.assert_array_equal(loaded.predict_proba(TEXTS), pipeline.predict_proba(TEXTS))
+
+
+def test_damaged_artifact_of_the_same_version_is_replaced(sample, tmp_path):
+    path = export_model(
+        fit(sample), name="t", hyperparameters={}, data={}, metrics={}, models_root=tmp_path
+    )
+    (path / "model.skops").write_bytes(b"truncated")
+    again = export_model(
+        fit(sample), name="t", hyperparameters={}, data={}, metrics={}, models_root=tmp_path
+    )
+    assert again == path
+    load_model(path)
+
+
 def test_metadata_describes_the_artifact(small_model_dir):
     meta = json.loads((small_model_dir / "metadata.json").read_text())
     assert meta["sha256"] == sha256_file(small_model_dir / "model.skops")
-    assert re.fullmatch(r"\d{8}-[0-9a-f]{8}", meta["version"])
+    assert meta["version"] == meta["sha256"][:12]
     assert small_model_dir.name == f"{meta['name']}-{meta['version']}"
     assert meta["created_at"].endswith("+00:00")
     assert meta["labels"] == ["negative", "positive"]

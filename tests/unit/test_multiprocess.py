@@ -121,16 +121,27 @@ def test_batcher_reports_queue_depth_at_every_change():
     asyncio.run(scenario())
 
 
-def test_tasks_serve_workers_runs_uvicorn_behind_the_metrics_launcher(monkeypatch):
+def test_tasks_serve_workers_runs_the_launcher_that_prepares_the_metrics_dir(monkeypatch):
     import tasks
+    from serving import serve
 
-    calls = []
-    monkeypatch.setattr(tasks, "setup", lambda: None)
-    monkeypatch.setattr(tasks.os, "chdir", lambda path: None)
-    monkeypatch.setattr(tasks.os, "execv", lambda path, argv: calls.append(argv))
-    tasks.serve(["--workers", "2", "--port", "8123"])
-    tasks.serve(["--port", "8123"])
-    several, one = calls
-    assert several[1:5] == ["-m", "serving.multiprocess", str(tasks.PY), "-m"]
-    assert several[5] == "uvicorn" and several[-4:] == ["--workers", "2", "--port", "8123"]
-    assert one[1:3] == ["-m", "uvicorn"] and "serving.multiprocess" not in one  # as before
+    stage, opts, extra = tasks.parse_serve_args(["--workers", "2", "--port", "8123"])
+    argv = [str(a) for a in tasks.server_argv(stage, opts.host, opts.port, extra)]
+    assert argv[1:3] == ["-m", "serving.serve"] and argv[-2:] == ["--workers", "2"]
+
+    # With --workers > 1 the launcher empties and exports the metrics directory before it
+    # starts uvicorn's supervisor (which then spawns the workers with that environment).
+    calls: list[str] = []
+    monkeypatch.setattr(serve, "prepare_metrics_dir", lambda: calls.append("prepare"))
+
+    class FakeSupervisor:
+        def __init__(self, config, sockets):
+            calls.append(f"supervise {config.workers}")
+            sockets[0].close()
+
+        def run(self) -> None:
+            calls.append("run")
+
+    monkeypatch.setattr(serve, "Multiprocess", FakeSupervisor)
+    assert serve.main(["--workers", "2", "--port", "0"]) == serve.EXIT_OK
+    assert calls == ["prepare", "supervise 2", "run"]

@@ -1,0 +1,116 @@
+"""`python3 tasks.py serve` as a student runs it: it says when the server is ready, and SIGTERM
+or Ctrl-C stops it cleanly (exit 0) without leaving the server behind.
+
+tasks.py runs in a scratch copy of the repository whose `.venv/bin/python` is the interpreter
+running the tests, so nothing is installed and the real `models/` and `.venv` are not touched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    """A port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def scratch_root(tmp_path: Path) -> Path:
+    """tasks.py, its inputs and the stages' code in a scratch root with a ready-made .venv."""
+    for name in ("tasks.py", "requirements.txt", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("lessons", "inference_server.py", "serving", "sentiment_model"):  # read only
+        (tmp_path / name).symlink_to(ROOT / name)
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    spec = importlib.util.spec_from_file_location("scratch_tasks", tmp_path / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    (tmp_path / ".venv" / ".requirements-sha256").write_text(tasks.requirements_digest())
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "LATEST").write_text("unused: INFERENCE_MODEL_DIR is set\n")
+    return tmp_path
+
+
+def start_serve(scratch_root: Path, small_model_dir: Path, *args: str):
+    """Start `tasks.py serve ...`; return the process and its output lines up to "ready:"."""
+    env = os.environ | {
+        "INFERENCE_MODEL_DIR": str(small_model_dir),
+        "INFERENCE_LOG_PATH": str(scratch_root / "requests.log"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(scratch_root / "tasks.py"), "serve", *args],
+        cwd=scratch_root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:  # bounded: the server either gets ready or exits
+        lines.append(line.rstrip())
+        if line.startswith("ready: ") or time.monotonic() > deadline:
+            break
+    return proc, lines
+
+
+@pytest.mark.parametrize(
+    ("stage_args", "sig"),
+    [
+        (["--stage", "naive"], signal.SIGTERM),
+        (["--stage=validated"], signal.SIGINT),
+        (["batched"], signal.SIGTERM),
+    ],
+)
+def test_serve_waits_for_ready_and_stops_cleanly(scratch_root, small_model_dir, stage_args, sig):
+    port = free_port()
+    proc, lines = start_serve(scratch_root, small_model_dir, *stage_args, "--port", str(port))
+    try:
+        assert lines and lines[-1] == f"ready: http://127.0.0.1:{port}", "\n".join(lines)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert children, "the server runs as a child of tasks.py"
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "\n".join(lines) + rest
+    assert "clean stop" in rest
+    assert "Traceback" not in rest
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"left behind: {[c.pid for c in alive]}"
+
+
+def test_unknown_stage_lists_the_choices(scratch_root):
+    done = subprocess.run(
+        [sys.executable, str(scratch_root / "tasks.py"), "serve", "fast"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "unknown stage 'fast'; choose one of naive, validated, metrics, batched" in done.stderr
