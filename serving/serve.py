@@ -7,7 +7,12 @@
 APP defaults to ``inference_server:app`` (the final stage) and ``--app-dir`` to ``.``, so from
 the repository root ``python -m serving.serve --port 8000`` serves the final stage and
 ``python -m serving.serve --app-dir lessons/02_validated`` serves stage 2. The options mean
-what they mean to ``uvicorn``.
+what they mean to ``uvicorn``, except that ``--http`` defaults to
+``serving.protocol:LimitedHttpToolsProtocol``: uvicorn's httptools protocol plus the limits only
+a connection can enforce (head size 431, head and body read timeouts 408, connection cap 503;
+``INFERENCE_MAX_HEADER_BYTES``, ``INFERENCE_HEADER_TIMEOUT_S``, ``INFERENCE_BODY_TIMEOUT_S``,
+``INFERENCE_MAX_CONNECTIONS``). ``--http auto`` (or ``h11``, ``httptools``) runs uvicorn's own
+protocol instead, as plain ``uvicorn inference_server:app`` does.
 
 Exit codes (one worker):
 
@@ -22,7 +27,9 @@ Plain ``uvicorn inference_server:app`` runs the same app and drains the same way
 143 on SIGTERM: uvicorn re-raises the signal after its graceful shutdown, the Unix convention
 for "stopped because it was told to" (lessons/04_batched/README.md). Here a second signal
 during the drain is ignored (logged), where uvicorn would stop waiting for open requests;
-the drain is bounded anyway, by the request and drain timeouts.
+the drain is bounded anyway, by the request and drain timeouts. (The final stage installs its
+own handler in front, ``serving.limits.ShutdownSignals``: it takes the second signal itself,
+logs it as ``second_signal`` and cuts stalled uploads short, under either command.)
 
 With ``--workers N`` (N > 1) uvicorn's own supervisor runs N worker processes, each an
 ordinary uvicorn server sharing one metrics directory (serving/multiprocess.py; the
@@ -53,6 +60,8 @@ EXIT_OK = 0
 EXIT_STARTUP_FAILED = 3  # uvicorn.config.STARTUP_FAILURE
 EXIT_DRAIN_INCOMPLETE = 4
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The default --http: imported by uvicorn by name, like any --http value.
+PROTOCOL = "serving.protocol:LimitedHttpToolsProtocol"
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -108,7 +117,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--log-level", default="info", help="uvicorn's own log level")
-    parser.add_argument("--http", default="auto", help="HTTP protocol: auto, h11, httptools")
+    parser.add_argument(
+        "--http",
+        default=PROTOCOL,
+        help="HTTP protocol: module:class, or auto, h11, httptools (default: %(default)s)",
+    )
     parser.add_argument("--limit-concurrency", type=int, default=None)
     parser.add_argument("--timeout-keep-alive", type=int, default=5)
     args = parser.parse_args(argv)

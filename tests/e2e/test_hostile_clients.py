@@ -2,8 +2,9 @@
 
 Two ways to run it: the plain ``uvicorn inference_server:app`` (what an app can protect by
 itself: body read timeout, shutdown bound) and with ``--http serving.protocol:...`` (header size
-limit, header timeout, connection cap, uvicorn's own 400s logged). 127.0.0.1 only, bounded
-waits, every server stopped by its PID.
+limit, header timeout, connection cap, uvicorn's own 400s logged), which the launcher
+``python -m serving.serve`` uses by default. 127.0.0.1 only, bounded waits, every server
+stopped by its PID.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from loadtest.launcher import StageServer
 pytestmark = pytest.mark.slow
 PROTOCOL = ("-m", "uvicorn", "--http", "serving.protocol:LimitedHttpToolsProtocol")
 PLAIN = ("-m", "uvicorn")
+LAUNCHER = ("-m", "serving.serve")  # the protocol class by default; exit 0 after a full drain
 
 
 def start(tmp_path: Path, launcher: tuple[str, ...], name: str, **env: object) -> StageServer:
@@ -137,6 +139,19 @@ def test_oversized_head_gets_431_logged_and_counted(guarded):
     assert httpx.get(guarded.url + "/health", timeout=5).status_code == 200
 
 
+def test_launcher_answers_an_oversized_head_with_431(tmp_path, small_model_dir):
+    """``python -m serving.serve`` runs the protocol class without being told to."""
+    server = start(tmp_path, LAUNCHER, "launcher", MODEL_DIR=small_model_dir)
+    try:
+        with connect(server) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000 + b"\r\n\r\n")
+            assert status_of(read_answer(s)) == 431
+        assert metric(server, "inference_limit_events_total", event="header_too_large") == 1
+        wait_for_line(server, lambda x: x.get("status") == 431)
+    finally:
+        server.stop()
+
+
 def test_stalled_head_gets_408_and_a_silent_connection_is_closed(guarded):
     before = metric(guarded, "inference_limit_events_total", event="header_timeout")
     with connect(guarded) as silent, connect(guarded) as half:
@@ -229,8 +244,14 @@ def test_connection_cap_refuses_with_503(guarded):
     assert httpx.get(guarded.url + "/health", timeout=5).status_code == 200
 
 
-@pytest.mark.parametrize("launcher", [PLAIN, PROTOCOL], ids=["plain", "protocol"])
-def test_unfinished_upload_does_not_hold_shutdown(tmp_path, small_model_dir, launcher):
+@pytest.mark.parametrize(
+    "launcher,exit_code",
+    [(PLAIN, -signal.SIGTERM), (PROTOCOL, -signal.SIGTERM), (LAUNCHER, 0)],
+    ids=["plain", "protocol", "launcher"],
+)
+def test_unfinished_upload_does_not_hold_shutdown(tmp_path, small_model_dir, launcher, exit_code):
+    """Uvicorn re-raises SIGTERM after its graceful shutdown (a shell shows 143); the launcher
+    exits 0 only after a complete drain (serving/serve.py)."""
     server = start(
         tmp_path,
         launcher,
@@ -248,9 +269,10 @@ def test_unfinished_upload_does_not_hold_shutdown(tmp_path, small_model_dir, lau
             server.proc.wait(30)  # far below the 300 s body timeout
             took = time.monotonic() - started
             assert status_of(read_answer(s)) == 408
-        assert server.proc.returncode == 0
+        assert server.proc.returncode == exit_code
         assert took < 30
-        wait_for_line(server, lambda x: x["event"] == "shutdown")
+        shutdown = wait_for_line(server, lambda x: x["event"] == "shutdown")
+        assert shutdown["drain_complete"] is True
     finally:
         server.stop()
 

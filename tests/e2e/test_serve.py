@@ -169,7 +169,10 @@ def test_launcher_drains_and_exits_0_even_on_a_second_signal(start, signals):
     returncode, outcomes = load_then_signal(server, *signals)
     assert returncode == 0, server.stderr()
     check_drained(server, outcomes)
-    assert "SIGINT received again: still draining" in server.stderr()
+    # The final stage's own handler (serving.limits.ShutdownSignals) takes the second signal:
+    # it logs it and hurries stalled uploads, and does not pass it on to the launcher.
+    [second] = [x for x in server.log() if x["event"] == "second_signal"]
+    assert second["signal"] == "SIGINT"
 
 
 def test_plain_uvicorn_drains_and_exits_as_terminated_by_sigterm(start):

@@ -8,58 +8,25 @@ model. Deterministic: no timing decides an outcome.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
+from fastapi import FastAPI
 
 from sentiment_model import load_model
 
-SERVER = Path(__file__).resolve().parents[2] / "inference_server.py"
 SECRET = "my-private-review-words"
 HEADERS = {"Content-Type": "application/json"}
 
 
-def import_stage(path: Path):
-    spec = importlib.util.spec_from_file_location(f"stage_{uuid.uuid4().hex}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
-def make_server(monkeypatch, tmp_path, small_model_dir):
-    def make(**env):
-        settings = {"MODEL_DIR": small_model_dir, "LOG_PATH": tmp_path / "requests.log"} | env
-        for name, value in settings.items():
-            monkeypatch.setenv(f"INFERENCE_{name}", str(value))
-        return import_stage(SERVER)
-
-    return make
-
-
-def wait_ready(client: TestClient) -> None:
-    deadline = time.monotonic() + 30
-    while client.get("/ready").status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def server(make_server):
-    return make_server()
-
-
-@pytest.fixture
-def client(server):
-    with TestClient(server.app, raise_server_exceptions=False) as c:
-        wait_ready(c)
+def client(start_stage):
+    """The final stage, small model, default settings, ready; a 500 is an answer, not a raise."""
+    with start_stage(raise_server_exceptions=False) as c:
         yield c
 
 
@@ -67,8 +34,8 @@ def log_text(tmp_path: Path) -> str:
     return (tmp_path / "requests.log").read_text(encoding="utf-8")
 
 
-def metric(server, name: str, **labels: str) -> float:
-    return server.metrics.registry.get_sample_value(name, labels) or 0.0
+def metric(app: FastAPI, name: str, **labels: str) -> float:
+    return app.state.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
@@ -127,9 +94,7 @@ def test_error_bodies_never_echo_the_input(client, tmp_path):
     assert "xxxxxxxxxx" not in log_text(tmp_path)
 
 
-def test_no_raw_text_in_the_log_even_when_the_model_fails(make_server, monkeypatch, tmp_path):
-    server = make_server()
-
+def test_no_raw_text_in_the_log_even_when_the_model_fails(start_stage, tmp_path):
     def load(path):
         model = load_model(path)
 
@@ -139,18 +104,14 @@ def test_no_raw_text_in_the_log_even_when_the_model_fails(make_server, monkeypat
         model.predict = predict
         return model
 
-    monkeypatch.setattr(server, "load_model", load)
-    with TestClient(server.app, raise_server_exceptions=False) as c:
-        wait_ready(c)
+    with start_stage(load_model=load, raise_server_exceptions=False) as c:
         assert c.post("/predict", json={"text": SECRET}).status_code == 500
     text = log_text(tmp_path)
     assert SECRET not in text and "unhandled_error" in text
 
 
-def test_log_text_opt_in_keeps_the_message(make_server, monkeypatch, tmp_path):
-    server = make_server(LOG_TEXT="true")
-    with TestClient(server.app, raise_server_exceptions=False) as c:
-        wait_ready(c)
+def test_log_text_opt_in_keeps_the_message(start_stage, tmp_path):
+    with start_stage(LOG_TEXT="true", raise_server_exceptions=False) as c:
         assert c.post("/predict", json={"text": SECRET}).status_code == 200
     assert SECRET in log_text(tmp_path)
 
@@ -171,10 +132,9 @@ def test_duplicate_keys_take_the_last_value(client):
     assert client.post("/predict", content=raw, headers=HEADERS).status_code == 422
 
 
-def test_413_is_counted_under_its_route_however_it_is_found(make_server):
-    server = make_server(MAX_BODY_BYTES=100)
-    with TestClient(server.app, raise_server_exceptions=False) as c:
-        wait_ready(c)
+def test_413_is_counted_under_its_route_however_it_is_found(start_stage):
+    with start_stage(MAX_BODY_BYTES=100, raise_server_exceptions=False) as c:
+        app = c.app
         assert c.post("/predict", json={"text": "x" * 200}).status_code == 413  # Content-Length
 
         def chunks():
@@ -184,20 +144,16 @@ def test_413_is_counted_under_its_route_however_it_is_found(make_server):
 
         r = c.post("/predict", content=chunks(), headers=HEADERS)  # chunked: found while read
         assert r.status_code == 413
-    counted = metric(server, "http_requests_total", method="POST", route="/predict", status="413")
+    counted = metric(app, "http_requests_total", method="POST", route="/predict", status="413")
     assert counted == 2
-    assert (
-        metric(server, "http_requests_total", method="POST", route="unmatched", status="413") == 0
-    )
+    assert metric(app, "http_requests_total", method="POST", route="unmatched", status="413") == 0
 
 
-def test_docs_are_off_by_default_and_the_schema_stays(make_server):
-    server = make_server()
-    with TestClient(server.app) as c:
+def test_docs_are_off_by_default_and_the_schema_stays(start_stage):
+    with start_stage() as c:
         assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
         assert c.get("/openapi.json").status_code == 200
-    server = make_server(DOCS="true")
-    with TestClient(server.app) as c:
+    with start_stage(DOCS="true") as c:
         assert c.get("/docs").status_code == 200
 
 
@@ -224,17 +180,14 @@ class GatedModel:
         return model
 
 
-def run_scenario(server, scenario) -> None:
-    """Run ``scenario(client)`` with the app's lifespan, in one event loop."""
+def run_scenario(app: FastAPI, scenario) -> None:
+    """Run ``scenario(client)`` with the app's lifespan, in one event loop, once it is ready."""
 
     async def main():
-        async with server.app.router.lifespan_context(server.app):
-            transport = httpx.ASGITransport(app=server.app)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                deadline = time.monotonic() + 30
-                while server.app.state.server.not_ready_reason() is not None:
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.01)
+                await until(lambda: app.state.server.not_ready_reason() is None, timeout=30)
                 await scenario(c)
 
     asyncio.run(main())
@@ -247,12 +200,11 @@ async def until(condition, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def test_texts_of_timed_out_callers_never_reach_the_model(make_server, monkeypatch):
+def test_texts_of_timed_out_callers_never_reach_the_model(start_stage):
     """The README's promise, counted: every text the model ran was answered with 200, except
     the one already inside the model when its caller's time ran out."""
-    server = make_server(REQUEST_TIMEOUT_S=0.2, MAX_BATCH_WAIT_MS=0)
     gate = GatedModel()
-    monkeypatch.setattr(server, "load_model", gate.load)
+    app = start_stage.app(REQUEST_TIMEOUT_S=0.2, MAX_BATCH_WAIT_MS=0, load_model=gate.load)
     results: dict = {}
 
     async def scenario(c):
@@ -267,26 +219,25 @@ def test_texts_of_timed_out_callers_never_reach_the_model(make_server, monkeypat
         after = await c.post("/predict/batch", json={"texts": ["after 1", "after 2"]})
         results["after"] = after.status_code
 
-    run_scenario(server, scenario)
+    run_scenario(app, scenario)
     assert results == {"late": [504] * 10, "holder": 504, "after": 200}
     answered_200 = ["after 1", "after 2"]
     assert gate.texts_run == ["hold", *answered_200]  # none of the 20 late texts ran
-    assert metric(server, "inference_dropped_texts_total") == 20
-    assert metric(server, "inference_rejections_total", reason="timeout") == 11
+    assert metric(app, "inference_dropped_texts_total") == 20
+    assert metric(app, "inference_rejections_total", reason="timeout") == 11
 
 
-def test_fairness_batch_requests_need_room_for_all_their_texts(make_server, monkeypatch):
+def test_fairness_batch_requests_need_room_for_all_their_texts(start_stage):
     """The documented choice under overload: admission counts texts, all-or-nothing, so a
     large batch is refused while single texts still fit (it weighs its texts, no more)."""
-    server = make_server(MAX_QUEUE=8, MAX_BATCH_ITEMS=8, MAX_BATCH_WAIT_MS=0)
     gate = GatedModel()
-    monkeypatch.setattr(server, "load_model", gate.load)
+    app = start_stage.app(MAX_QUEUE=8, MAX_BATCH_ITEMS=8, MAX_BATCH_WAIT_MS=0, load_model=gate.load)
     results: dict = {}
 
     async def scenario(c):
         holder = asyncio.create_task(c.post("/predict", json={"text": "hold"}))
         await until(gate.entered.is_set)
-        batcher = server.app.state.server.batcher
+        batcher = app.state.server.batcher
         single = asyncio.create_task(c.post("/predict", json={"text": "one"}))
         await until(lambda: batcher.queue_depth == 1)  # 1 of 8 slots taken
         results["batch"] = (await c.post("/predict/batch", json={"texts": ["b"] * 8})).status_code
@@ -296,7 +247,7 @@ def test_fairness_batch_requests_need_room_for_all_their_texts(make_server, monk
         results["holder"] = (await holder).status_code
         results["singles"] = [(await single).status_code, (await single_after).status_code]
 
-    run_scenario(server, scenario)
+    run_scenario(app, scenario)
     assert results == {"batch": 503, "holder": 200, "singles": [200, 200]}
 
 

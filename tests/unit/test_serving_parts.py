@@ -129,9 +129,11 @@ def test_exit_code_tells_how_the_drain_ended(monkeypatch, started, drains, code)
 
 def test_command_line_defaults_and_checks():
     args = parse_args([])
-    assert (args.app, args.app_dir, args.host, args.port, args.workers) == (
+    assert (args.app, args.app_dir, args.host, args.port, args.workers, args.http) == (
         "inference_server:app", ".", "127.0.0.1", 8000, 1,
+        "serving.protocol:LimitedHttpToolsProtocol",
     )  # fmt: skip
+    assert parse_args(["--http", "auto"]).http == "auto"  # uvicorn's own protocol on request
     args = parse_args(["--app-dir", "lessons/02_validated", "--workers", "2", "--port", "9"])
     assert (args.app_dir, args.workers, args.port) == ("lessons/02_validated", 2, 9)
     with pytest.raises(SystemExit):
