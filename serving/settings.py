@@ -37,7 +37,11 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most texts in one model call.")
     max_batch_wait_ms: float = Field(
-        5.0, ge=0, le=1000, description="Longest a batch waits for more texts after its first."
+        0.0,
+        ge=0,
+        le=1000,
+        description="Longest a batch waits for more texts after its first; 0 (default): greedy, "
+        "never wait, take whatever is queued when the model is free.",
     )
     max_queue: int = Field(
         256, ge=1, description="Most texts waiting for the model; beyond it requests get 503."
