@@ -48,6 +48,8 @@ async def load_and_start(state: ServerState) -> None:
     started = time.perf_counter()
     try:
         model = await asyncio.to_thread(load_model, settings.model_dir)
+        # Score from the fitted arrays, checked against scikit-learn here (lesson 04).
+        await asyncio.to_thread(model.use_scorer, settings.scorer, log)
         # The model is hundreds of thousands of long-lived objects (its vocabulary). Move them
         # out of the collector's reach, or every full collection walks them all: a 130-180 ms
         # pause under load, which is what set the p99.
@@ -81,6 +83,7 @@ async def load_and_start(state: ServerState) -> None:
         "model_loaded",
         extra={
             "model_version": model.version,
+            "scorer": model.scorer,
             "load_seconds": round(time.perf_counter() - started, 3),
             "settings": settings.model_dump(mode="json"),
         },

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     log_path: Path = Field(
         Path("logs/requests.log"), description="JSON log file (rotated); also logged to stdout."
     )
+    scorer: Literal["direct", "sklearn"] = Field(
+        "direct",
+        description="Final stage: 'direct' scores from the pipeline's fitted arrays (checked "
+        "against scikit-learn at load; falls back to it), 'sklearn' calls predict_proba.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_text: bool = Field(False, description="Log the raw review text (off: privacy, log size).")
 
