@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from sentiment_model import ModelLoadError, Prediction, load_model
 from sentiment_model.data import clean_text
 from serving.asgi import BodyLimitMiddleware, ObservabilityMiddleware
-from serving.batcher import BatchStats, DynamicBatcher
+from serving.batcher import BatchStats, DynamicBatcher, InlineBatcher
 from serving.errors import install_error_handlers
 from serving.lifecycle import ServerState, SigtermHook, predict_batched, ready_state, server_state
 from serving.logs import configure_logging, prediction_fields
@@ -37,8 +37,8 @@ from serving.settings import load_settings
 # --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -----------
 settings = load_settings()
 PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
-log = configure_logging(settings.log_path, settings.log_level)
-metrics = Metrics()
+log = configure_logging(settings.log_path, settings.log_level, background=True)  # off the loop
+metrics = Metrics(enabled="metrics" not in settings.bench_off)
 
 
 # --- Start-up: load the model in the background; /health answers meanwhile -----------------
@@ -68,7 +68,9 @@ async def load_and_start(state: ServerState) -> None:
         # Runs in the batcher's worker thread: cleaning 64 long texts is CPU work too.
         return model.predict([clean_text(text) for text in texts])
 
-    batcher = DynamicBatcher(
+    # INFERENCE_BENCH_OFF=batcher (benchmarks only) scores inline, to measure the hand-off.
+    Batcher = InlineBatcher if "batcher" in settings.bench_off else DynamicBatcher
+    batcher = Batcher(
         preprocess_and_predict,
         max_batch_size=settings.max_batch_size,
         max_wait_s=settings.max_batch_wait_ms / 1000,
@@ -111,7 +113,9 @@ async def lifespan(app: FastAPI):
 
 app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan)
 app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-app.add_middleware(ObservabilityMiddleware, metrics=metrics, logger=log)  # outermost
+app.add_middleware(  # outermost
+    ObservabilityMiddleware, metrics=metrics, logger=log, off=settings.bench_off
+)
 install_error_handlers(app)
 
 

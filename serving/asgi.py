@@ -142,21 +142,52 @@ class ObservabilityMiddleware:
     (``/predict``), never the raw path, so unknown URLs cannot blow up the label count.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        logger: logging.Logger,
+        off: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.logger = logger
+        # Benchmarks only (INFERENCE_BENCH_OFF): switch layers off to measure what each costs.
+        self.count = metrics.enabled and "metrics" not in off
+        self.access_log = "access_log" not in off
+        self.request_ids = "request_id" not in off
+        # Label children, bound once per (method, route, status): .labels() costs a lock and a
+        # tuple on every call. Bounded: known methods x app routes x status codes.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
+
+    def _observe(self, method: str, route: str, status: int, elapsed: float) -> None:
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self._counters[method, route, status] = self.metrics.requests.labels(
+                method, route, str(status)
+            )
+        timer = self._timers.get((method, route))
+        if timer is None:
+            timer = self._timers[method, route] = self.metrics.request_duration.labels(
+                method, route
+            )
+        counter.inc()
+        timer.observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = request_id_from(scope)
         state = scope.setdefault("state", {})
-        state["request_id"] = request_id
         state["log"] = fields = {}
-        id_header = (b"x-request-id", request_id.encode())
+        if self.request_ids:
+            request_id = state["request_id"] = request_id_from(scope)
+            id_headers = [(b"x-request-id", request_id.encode())]
+        else:
+            request_id, id_headers = None, []
         status = 500
         started = False
 
@@ -165,10 +196,12 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                if id_headers:
+                    message["headers"] = [*message.get("headers", ()), *id_headers]
             await send(message)
 
-        self.metrics.in_progress.inc()
+        if self.count:
+            self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -181,30 +214,33 @@ class ObservabilityMiddleware:
             if started:  # too late for a clean answer; let the server drop the connection
                 raise
             await send_json(
-                send, 500, {"detail": "internal error", "request_id": request_id}, [id_header]
+                send, 500, {"detail": "internal error", "request_id": request_id}, id_headers
             )
         finally:
-            self.metrics.in_progress.dec()
             elapsed = time.perf_counter() - start
-            method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.request_duration.labels(method, route).observe(elapsed)
-            self.logger.log(
-                # 500 is a bug; 503/504 are the server protecting itself; 4xx are the caller's.
-                logging.ERROR
-                if status == 500
-                else logging.WARNING
-                if status > 500
-                else logging.INFO,
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "route": route,
-                    "status": status,
-                    "latency_ms": round(elapsed * 1000, 3),
-                    **fields,
-                },
-            )
+            if self.count:
+                self.metrics.in_progress.dec()
+                method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
+                self._observe(method, route, status, elapsed)
+            if self.access_log:
+                self._log_access(scope, request_id, route, status, elapsed, fields)
+
+    def _log_access(
+        self, scope: Scope, request_id: str | None, route: str, status: int, elapsed: float, fields
+    ) -> None:
+        """One access-log line; the logger formats and writes it (off the loop if configured)."""
+        self.logger.log(
+            # 500 is a bug; 503/504 are the server protecting itself; 4xx are the caller's.
+            logging.ERROR if status == 500 else logging.WARNING if status > 500 else logging.INFO,
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route,
+                "status": status,
+                "latency_ms": round(elapsed * 1000, 3),
+                **fields,
+            },
+        )

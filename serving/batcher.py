@@ -295,3 +295,55 @@ class DynamicBatcher(Generic[R]):
             self._on_batch(stats)
         except Exception:
             logger.exception("on_batch callback failed")
+
+
+class InlineBatcher(Generic[R]):
+    """Benchmarks only (``INFERENCE_BENCH_OFF=batcher``): no queue, no thread, no batching.
+
+    Same interface as :class:`DynamicBatcher`, but ``submit`` runs ``predict`` on the texts at
+    once, on the event loop, which blocks while the model runs. It exists to measure what the
+    hand-off to the batcher costs per request; never serve with it.
+    """
+
+    queue_depth = 0
+
+    def __init__(
+        self,
+        predict: Callable[[list[str]], Sequence[R]],
+        *,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **_ignored: Any,
+    ) -> None:
+        self._predict = predict
+        self._on_batch = on_batch
+        self._clock = clock
+        self._state = "new"
+
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self._state == "running"
+
+    async def start(self) -> None:
+        """Accept texts from now on."""
+        self._state = "running"
+
+    async def submit(self, texts: list[str], timeout: float) -> Submission[R]:
+        """Score ``texts`` now (``timeout`` is ignored: nothing waits in a queue)."""
+        if not texts:
+            raise ValueError("submit() needs at least one text")
+        if not self.running:
+            raise BatcherClosedError("the batcher is not running (not started or shutting down)")
+        started = self._clock()
+        results = list(self._predict(texts))
+        if self._on_batch is not None:
+            self._on_batch(
+                BatchStats(len(texts), [0.0] * len(texts), self._clock() - started, None)
+            )
+        return Submission(results=results, batch_size=len(texts))
+
+    async def stop(self, drain_timeout: float = 10.0) -> int:
+        """Refuse new texts; nothing is ever queued, so nothing is drained."""
+        self._state = "stopped"
+        return 0

@@ -27,6 +27,7 @@ from stage_loader import import_stage
 
 from sentiment_model import load_model
 from sentiment_model.data import clean_text
+from serving.logs import flush_logs
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = ROOT / "inference_server.py"
@@ -70,6 +71,7 @@ def client(server):
 
 def log_lines(path: Path) -> list[dict]:
     """Every line of the JSON log (each must parse on its own)."""
+    flush_logs()  # the final stage writes its log in a background thread
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sentiment_model import load_model
+from serving.logs import flush_logs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +37,7 @@ def served_lines(module, log_path: Path, texts: list[str]) -> tuple[list[dict], 
             assert time.monotonic() < deadline, "not ready in time"
             time.sleep(0.02)
         answers = [client.post("/predict", json={"text": t}).json() for t in texts]
+    flush_logs()  # the final stage writes its log in a background thread
     lines = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines()]
     return answers, lines
 
