@@ -8,13 +8,14 @@ A line carries the UTC ``timestamp``, ``level``, ``event`` and whatever the call
 from __future__ import annotations
 
 import atexit
+import collections
 import json
 import logging
 import os
-import queue
 import sys
+import threading
 from datetime import datetime, timezone
-from logging.handlers import QueueHandler, QueueListener, RotatingFileHandler
+from logging.handlers import QueueHandler, RotatingFileHandler
 from pathlib import Path
 
 import orjson
@@ -72,7 +73,7 @@ class _SizeCountingRotatingFileHandler(RotatingFileHandler):
     """``RotatingFileHandler`` that counts the bytes it writes instead of asking the file.
 
     The stdlib's rollover check costs two ``stat`` calls, a ``seek`` and a ``tell`` per line.
-    With ``flush_each=False`` (background writing) the listener flushes instead of each line.
+    With ``flush_each=False`` (background writing) the writer thread flushes once per batch.
     """
 
     flush_each = True
@@ -101,7 +102,7 @@ class _SizeCountingRotatingFileHandler(RotatingFileHandler):
 
 
 class _UnflushedStreamHandler(logging.StreamHandler):
-    """Writes without a flush per line; the listener flushes whenever its queue runs dry."""
+    """Writes without a flush per line; the writer thread flushes once per batch."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -111,53 +112,85 @@ class _UnflushedStreamHandler(logging.StreamHandler):
 
 
 class _UnflushedRotatingFileHandler(_SizeCountingRotatingFileHandler):
-    """The rotating file, flushed by the listener rather than once per line."""
+    """The rotating file, flushed by the writer thread once per batch, not once per line."""
 
     flush_each = False
 
 
-class _BatchingListener(QueueListener):
-    """A ``QueueListener`` that flushes its handlers once the queue is empty: under load, many
-    lines leave in one write; when idle, each line is on disk at once."""
+class _PolledQueue:
+    """What ``QueueHandler`` puts records into: a deque that wakes no thread.
 
-    def dequeue(self, block: bool):
-        if block and self.queue.empty():
-            self.flush()
-        return self.queue.get(block)
+    ``queue.Queue.put`` notifies the waiting writer thread on every record; on a server
+    pinned to one core that is a thread switch and a GIL hand-off per request. The writer
+    polls instead (``BackgroundQueueHandler.interval``) and takes everything queued at once.
+    """
 
-    def flush(self) -> None:
-        for handler in self.handlers:
-            handler.flush()
+    def __init__(self) -> None:
+        self.items: collections.deque[logging.LogRecord] = collections.deque()
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        self.items.append(record)  # atomic: callers in any thread need no lock
 
 
 class BackgroundQueueHandler(QueueHandler):
-    """Puts records on the listener's queue as they are: formatting happens in its thread.
+    """Queue records as they are; a writer thread formats and writes them in batches.
 
-    (The stdlib's ``QueueHandler`` formats the record in the caller's thread, to make it
-    picklable for other processes; a thread needs no such copy.) Closing it stops the
-    listener, which writes out every line still queued.
+    The caller (the event loop) only builds the record and appends it to a deque. Every
+    ``interval`` seconds the writer thread formats whatever queued up, writes it to each
+    handler and flushes once. (The stdlib's ``QueueHandler`` also formats the record in the
+    caller's thread, to make it picklable for other processes; a thread needs no such copy.)
+    :meth:`flush` writes out everything queued so far; closing stops the writer.
     """
 
-    def __init__(self, handlers: list[logging.Handler]) -> None:
-        super().__init__(queue.Queue())
-        self.listener = _BatchingListener(self.queue, *handlers, respect_handler_level=True)
-        self.listener.start()
+    def __init__(self, handlers: list[logging.Handler], interval: float = 0.05) -> None:
+        super().__init__(_PolledQueue())  # type: ignore[arg-type]
+        self.targets = handlers
+        self.interval = interval
+        self._drain_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = threading.Thread(
+            target=self._run, name="log-writer", daemon=True
+        )
+        self._writer.start()
         atexit.register(self.close)  # the last lines of the process reach the file too
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
 
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._drain()
+
+    def _drain(self) -> None:
+        items = self.queue.items  # type: ignore[attr-defined]
+        with self._drain_lock:
+            if not items:
+                return
+            while items:
+                record = items.popleft()
+                for handler in self.targets:
+                    if record.levelno >= handler.level:
+                        handler.handle(record)
+            for handler in self.targets:
+                handler.flush()
+
+    @property
+    def running(self) -> bool:
+        """Whether the writer thread is still running."""
+        return self._writer is not None
+
     def flush(self) -> None:
-        """Wait until every line logged so far is written out (tests, shutdown)."""
-        if self.listener._thread is not None:
-            self.queue.join()
-        self.listener.flush()
+        """Write out every record queued so far (tests, shutdown)."""
+        self._drain()
 
     def close(self) -> None:
-        if self.listener._thread is not None:
-            self.listener.stop()
+        if self._writer is not None:
+            self._stop.set()
+            self._writer.join()
+            self._writer = None
             atexit.unregister(self.close)
-        for handler in self.listener.handlers:
+        self._drain()
+        for handler in self.targets:
             handler.close()
         super().close()
 
@@ -167,9 +200,9 @@ def configure_logging(
 ) -> logging.Logger:
     """Return the logger ``name``, writing JSON lines to ``log_path`` (rotated) and stdout.
 
-    With ``background`` the caller only queues the record; a listener thread formats and writes
-    it (``flush_logs`` waits for it). Calling it again replaces the handlers (a test or a reload
-    may point it elsewhere).
+    With ``background`` the caller only queues the record; a writer thread formats and writes
+    the queued records every 50 ms (``flush_logs`` writes them out now). Calling it again
+    replaces the handlers (a test or a reload may point it elsewhere).
     """
     formatter = JsonLineFormatter()
     log_path = Path(log_path)

@@ -51,15 +51,14 @@ def test_a_line_is_encoded_once_and_odd_values_still_encode():
 def test_background_logging_writes_every_line_from_its_own_thread(tmp_path):
     log = configure_logging(tmp_path / "r.log", name="bg-test", background=True)
     [handler] = log.handlers
-    writer = handler.listener._thread
-    assert writer is not None and writer is not threading.current_thread()
+    assert handler.running and handler._writer is not threading.current_thread()
     for i in range(500):
         log.info("request", extra={"request_id": f"id-{i}", "status": 200})
     flush_logs("bg-test")
     lines = (tmp_path / "r.log").read_text(encoding="utf-8").splitlines()
     assert [json.loads(x)["request_id"] for x in lines] == [f"id-{i}" for i in range(500)]
     handler.close()
-    assert handler.listener._thread is None  # closing stops the writer thread
+    assert not handler.running  # closing stops the writer thread
 
 
 def test_reconfiguring_stops_the_previous_writer(tmp_path):
@@ -67,7 +66,7 @@ def test_reconfiguring_stops_the_previous_writer(tmp_path):
     [old] = first.handlers
     first.info("one")
     configure_logging(tmp_path / "b.log", name="bg-again", background=True)
-    assert old.listener._thread is None
+    assert not old.running
     assert json.loads((tmp_path / "a.log").read_text())["event"] == "one"  # written on close
     logging.getLogger("bg-again").handlers[0].close()
 
