@@ -472,6 +472,7 @@ def test_log_text_opt_in(make_server, tmp_path):
     with TestClient(server.app) as c:
         wait_ready(c)
         c.post("/predict", json={"text": "opt-in review text"})
+    flush_logs()
     assert "opt-in review text" in (tmp_path / "requests.log").read_text()
 
 
