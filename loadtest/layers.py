@@ -35,6 +35,7 @@ except ImportError:
     from loadtest.bench import StageServer
 
 CLIENT_CPU = 1
+SATURATED_PCT = 80  # a step counts when both servers compared used >= 80 % of their core
 # name -> INFERENCE_BENCH_OFF. The first row is the final stage as shipped.
 CONFIGS: dict[str, str] = {
     "all on (as shipped)": "",
@@ -166,7 +167,9 @@ def summarise(rows: list[dict]) -> list[dict]:
     ``cost`` is ``1 - this row's CPU per request / the shipped stage's``: the share of this
     configuration's maximum throughput on one core (``1e6 / µs``) that the shipped stage loses
     to the layers switched off here (the definition of the 15 % target). It is taken round by
-    round (rows measured seconds apart), then summarised, so slow drifts cancel out.
+    round (rows measured seconds apart), then summarised, so slow drifts cancel out. Rounds in
+    which either server was not kept busy (< ``SATURATED_PCT`` of its core) are left out when
+    any round remains; the ``rounds`` column says how many were used.
     """
     names = list(dict.fromkeys(row["config"] for row in rows))
     base = names[0]
@@ -175,10 +178,17 @@ def summarise(rows: list[dict]) -> list[dict]:
         by_round.setdefault(row["round"], {})[row["config"]] = row
     out = []
     for name in names:
-        rps = [r[name]["rps"] for r in by_round.values()]
-        cpu = [r[name]["cpu_us"] for r in by_round.values()]
-        costs = [1 - r[name]["cpu_us"] / r[base]["cpu_us"] for r in by_round.values()]
-        saved = [r[base]["cpu_us"] - r[name]["cpu_us"] for r in by_round.values()]
+        # A server the client could not keep busy (a neighbour took the client's core) forms
+        # smaller batches and costs more per request: such steps say nothing about the maximum.
+        rounds = [
+            r
+            for r in by_round.values()
+            if min(r[name]["server_cpu_pct"], r[base]["server_cpu_pct"]) >= SATURATED_PCT
+        ] or list(by_round.values())
+        rps = [r[name]["rps"] for r in rounds]
+        cpu = [r[name]["cpu_us"] for r in rounds]
+        costs = [1 - r[name]["cpu_us"] / r[base]["cpu_us"] for r in rounds]
+        saved = [r[base]["cpu_us"] - r[name]["cpu_us"] for r in rounds]
         out.append(
             {
                 "config": name,
@@ -194,6 +204,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                 "cost": statistics.median(costs),
                 "cost_min": min(costs),
                 "cost_max": max(costs),
+                "rounds_used": len(rounds),
                 "failed": sum(row["failed"] for row in rows if row["config"] == name),
             }
         )
@@ -205,16 +216,18 @@ def markdown_table(summary: list[dict]) -> str:
     lines = [
         "| configuration: `INFERENCE_BENCH_OFF` | req/s measured, median (range) "
         "| server CPU µs / request, median (range) | = req/s on one full core "
-        "| the switched-off layers cost, µs | ... share of max throughput, median (range) |",
-        "|---|---|---|---|---|---|",
+        "| the switched-off layers cost, µs | ... share of max throughput, median (range) "
+        "| rounds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in summary:
-        off = f"`{s['off']}`" if s["off"] else "(empty)"
+        off = f"`{s['off']}`" if isinstance(s["off"], str) and s["off"] else "(empty)"
         lines.append(
             f"| {s['config']}: {off} | {s['rps_median']:,.0f} ({s['rps_min']:,.0f}-"
             f"{s['rps_max']:,.0f}) | {s['cpu_us']:.0f} ({s['cpu_us_min']:.0f}-"
             f"{s['cpu_us_max']:.0f}) | {s['one_core_rps']:,.0f} | {s['layers_us']:.0f} "
-            f"| {s['cost']:.0%} ({s['cost_min']:.0%} to {s['cost_max']:.0%}) |"
+            f"| {s['cost']:.0%} ({s['cost_min']:.0%} to {s['cost_max']:.0%}) "
+            f"| {s['rounds_used']} |"
         )
     return "\n".join(lines)
 
@@ -230,7 +243,15 @@ def main(argv: list[str] | None = None) -> None:
         "--configs", nargs="+", choices=list(CONFIGS), help="subset of configurations (first: base)"
     )
     p.add_argument("--out", type=Path, help="also write the rows (CSV) and table (Markdown) here")
+    p.add_argument(
+        "--summarise", type=Path, help="only print the table of a rows CSV written before"
+    )
     a = p.parse_args(argv)
+    if a.summarise:
+        import pandas as pd
+
+        print(markdown_table(summarise(pd.read_csv(a.summarise).to_dict("records"))))
+        return
     if not 1 <= a.rounds <= 20 or not 0.5 <= a.seconds <= 30:
         p.error("keep it bounded: 1-20 rounds of 0.5-30 s")
     configs = {name: CONFIGS[name] for name in a.configs} if a.configs else None
