@@ -102,19 +102,50 @@ class _SizeCountingRotatingFileHandler(RotatingFileHandler):
 
 
 class _UnflushedStreamHandler(logging.StreamHandler):
-    """Writes without a flush per line; the writer thread flushes once per batch."""
+    """Writes a whole batch of lines in one ``write``, flushed once by the writer thread.
+
+    One call per batch matters for stdout: with ``PYTHONUNBUFFERED`` (common in containers)
+    every ``write`` is a system call, and each one makes the writer thread hand the GIL back
+    to the busy event loop and wait to get it again.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
+        self.emit_many([record])
+
+    def emit_many(self, records: list[logging.LogRecord]) -> None:
+        """Write ``records`` as one string."""
         try:
-            self.stream.write(self.format(record) + self.terminator)
+            with self.lock:
+                self.stream.write("".join(self.format(r) + self.terminator for r in records))
         except Exception:
-            self.handleError(record)
+            self.handleError(records[-1])
 
 
 class _UnflushedRotatingFileHandler(_SizeCountingRotatingFileHandler):
-    """The rotating file, flushed by the writer thread once per batch, not once per line."""
+    """The rotating file, written a batch at a time and flushed once per batch."""
 
     flush_each = False
+
+    def emit_many(self, records: list[logging.LogRecord]) -> None:
+        """Write ``records`` in as few writes as rotation allows."""
+        try:
+            with self.lock:
+                if self.stream is None:
+                    self.stream = self._open()
+                chunk: list[str] = []
+                for record in records:
+                    line = self.format(record) + self.terminator
+                    size = len(line.encode())
+                    full = self.maxBytes > 0 and self._size + size >= self.maxBytes
+                    if full and self._regular and self._size:
+                        self.stream.write("".join(chunk))
+                        chunk = []
+                        self.doRollover()  # reopens: _size is 0 again
+                    chunk.append(line)
+                    self._size += size
+                self.stream.write("".join(chunk))
+        except Exception:
+            self.handleError(records[-1])
 
 
 class _PolledQueue:
@@ -166,12 +197,11 @@ class BackgroundQueueHandler(QueueHandler):
         with self._drain_lock:
             if not items:
                 return
-            while items:
-                record = items.popleft()
-                for handler in self.targets:
-                    if record.levelno >= handler.level:
-                        handler.handle(record)
+            records = [items.popleft() for _ in range(len(items))]
             for handler in self.targets:
+                mine = [r for r in records if r.levelno >= handler.level and handler.filter(r)]
+                if mine:
+                    handler.emit_many(mine)  # one write per batch, not per line
                 handler.flush()
 
     @property
