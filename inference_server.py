@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from sentiment_model import ModelLoadError, Prediction, load_model
 from sentiment_model.data import clean_text
 from serving.asgi import BodyLimitMiddleware, ObservabilityMiddleware
-from serving.batcher import BatchStats, DynamicBatcher
+from serving.batcher import BatchStats, DynamicBatcher, InlineBatcher
 from serving.context import RequestCtx
 from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers, without_paths
@@ -56,8 +56,10 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     # --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -------
     settings = settings or load_settings()
     PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
-    log = configure_logging(worker_log_path(settings.log_path), settings.log_level)  # per worker
-    metrics = Metrics()
+    log = configure_logging(  # one file per worker; lines written off the event loop
+        worker_log_path(settings.log_path), settings.log_level, background=True
+    )
+    metrics = Metrics(enabled="metrics" not in settings.bench_off)
 
     # --- Start-up: load the model in the background; /health answers meanwhile -------------
     async def load_and_start(state: ServerState) -> None:
@@ -66,6 +68,8 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         started = time.perf_counter()
         try:
             model = await asyncio.to_thread(load_model, settings.model_dir)
+            # Score from the fitted arrays, checked against scikit-learn here (lesson 04).
+            await asyncio.to_thread(model.use_scorer, settings.scorer, log)
             # The model is hundreds of thousands of long-lived objects (its vocabulary). Move
             # them out of the collector's reach, or every full collection walks them all: a
             # 130-180 ms pause under load, which is what set the p99.
@@ -84,7 +88,9 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             # Runs in the batcher's worker thread: cleaning 64 long texts is CPU work too.
             return model.predict([clean_text(text) for text in texts])
 
-        batcher = DynamicBatcher(
+        # INFERENCE_BENCH_OFF=batcher (benchmarks only) scores inline, to measure the hand-off.
+        Batcher = InlineBatcher if "batcher" in settings.bench_off else DynamicBatcher
+        batcher = Batcher(
             preprocess_and_predict,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_batch_wait_ms / 1000,
@@ -99,6 +105,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             "model_loaded",
             extra={
                 "model_version": model.version,
+                "scorer": model.scorer,
                 "load_seconds": round(time.perf_counter() - started, 3),
                 "settings": settings.model_dump(mode="json"),
             },
@@ -140,7 +147,11 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     timeouts = install_limits(app, settings, metrics, log)  # slow clients: serving/limits.py
     app.add_middleware(  # outermost
-        ObservabilityMiddleware, metrics=metrics, logger=log, log_text=settings.log_text
+        ObservabilityMiddleware,
+        metrics=metrics,
+        logger=log,
+        log_text=settings.log_text,
+        off=settings.bench_off,
     )
     install_error_handlers(app)
     install_rejection_handler(app, metrics)  # full queue 503, timeout 504, not ready 503

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import platform
 import shutil
 import warnings
@@ -109,6 +110,38 @@ class SentimentModel:
         self.metadata = metadata
         self.path = path
         self.labels = tuple(metadata.labels)
+        self.scorer = "sklearn"  # which computes the probabilities: see use_scorer()
+        self._proba = pipeline.predict_proba
+
+    def use_scorer(self, kind: str, log: logging.Logger | None = None) -> str:
+        """Compute probabilities with ``kind``: ``"sklearn"`` (the pipeline) or ``"direct"``.
+
+        ``"direct"`` builds a :class:`~sentiment_model.scorer.DirectScorer` from the pipeline's
+        fitted arrays and checks it against scikit-learn on probe texts. If the pipeline has a
+        parameter it does not reproduce, or the check fails, a warning goes to ``log`` and the
+        model keeps scikit-learn. Returns the scorer in use.
+        """
+        from sentiment_model import scorer as direct  # only the final stage needs it
+
+        if kind not in ("direct", "sklearn"):
+            raise ValueError(f"unknown scorer {kind!r}; choose 'direct' or 'sklearn'")
+        self.scorer, self._proba = "sklearn", self.pipeline.predict_proba
+        if kind == "direct":
+            try:
+                candidate = direct.build_direct_scorer(self.pipeline)
+                problem = direct.verify(candidate, self.pipeline)
+            except direct.UnsupportedPipelineError as e:
+                problem = f"unsupported pipeline: {e}"
+            except Exception as e:  # whatever breaks the check, scikit-learn still serves
+                problem = f"check failed: {type(e).__name__}: {e}"
+            if problem is None:
+                self.scorer, self._proba = "direct", candidate.predict_proba
+            else:
+                (log or logging.getLogger(__name__)).warning(
+                    "direct_scorer_refused",
+                    extra={"problem": problem, "scorer": "sklearn", "model_version": self.version},
+                )
+        return self.scorer
 
     @property
     def version(self) -> str:
@@ -117,13 +150,13 @@ class SentimentModel:
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, one row per text, columns in ``labels`` order."""
-        return self.pipeline.predict_proba(texts)
+        return self._proba(texts)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         """Label and score for each text, in input order. Has no side effects."""
         if not texts:
             return []
-        proba = self.pipeline.predict_proba(texts)
+        proba = self._proba(texts)
         best = proba.argmax(axis=1)
         scores = proba[np.arange(len(best)), best]
         return [

@@ -138,7 +138,13 @@ class ObservabilityMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, logger: logging.Logger, log_text: bool = True
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        logger: logging.Logger,
+        log_text: bool = True,
+        off: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -146,17 +152,39 @@ class ObservabilityMiddleware:
         # False: a trace keeps its frames and exception types, not their messages (which may
         # quote a review); the final stage passes INFERENCE_LOG_TEXT.
         self.log_text = log_text
+        # Benchmarks only (INFERENCE_BENCH_OFF): switch layers off to measure what each costs.
+        self.count = metrics.enabled and "metrics" not in off
+        self.access_log = "access_log" not in off
+        self.request_ids = "request_id" not in off
+        # Label children, bound once per (method, route, status): .labels() costs a lock and a
+        # tuple on every call. Bounded: known methods x app routes x status codes.
+        self._counters: dict[tuple[str, str, int | str], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
+
+    def _observe(self, method: str, route: str, status: int | str, elapsed: float) -> None:
+        counter = self._counters.get((method, route, status))
+        if counter is None:
+            counter = self._counters[method, route, status] = self.metrics.requests.labels(
+                method, route, str(status)
+            )
+        timer = self._timers.get((method, route))
+        if timer is None:
+            timer = self._timers[method, route] = self.metrics.request_duration.labels(
+                method, route
+            )
+        counter.inc()
+        timer.observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = request_id_from(scope)
+        request_id = request_id_from(scope) if self.request_ids else None
         context = RequestContext(request_id).attach(scope)
         fields = context.log
-        id_header = (b"x-request-id", request_id.encode())
-        status = 500
+        id_headers = [] if request_id is None else [(b"x-request-id", request_id.encode())]
+        status: int | str = 500
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -164,10 +192,12 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                if id_headers:
+                    message["headers"] = [*message.get("headers", ()), *id_headers]
             await send(message)
 
-        self.metrics.in_progress.inc()
+        if self.count:
+            self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -185,38 +215,51 @@ class ObservabilityMiddleware:
             if started:  # too late for a clean answer; the server drops the connection
                 return
             body = with_request_id(scope, {"detail": "internal error"})
-            await send_json(send, 500, body, [id_header])
+            await send_json(send, 500, body, id_headers)
         finally:
-            self.metrics.in_progress.dec()
             elapsed = time.perf_counter() - start
-            method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
             route = getattr(scope.get("route"), "path", None) or route_of(scope, self.app)
-            wire = scope.get("state", {}).get(
-                "wire_status"
-            )  # what the client got, if not the answer
+            wire = scope.get("state", {}).get("wire_status")  # what the client got instead
             if wire is not None:
                 status = wire
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.request_duration.labels(method, route).observe(elapsed)
-            self.logger.log(
-                # 500 is a bug; 503/504 are the server protecting itself; 4xx are the caller's.
-                logging.ERROR
-                if status == 500
-                else logging.WARNING
-                if isinstance(status, int) and status > 500
-                else logging.INFO,
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "route": route,
-                    "status": None if status == "aborted" else status,
-                    "latency_ms": round(elapsed * 1000, 3),
-                    **fields,
-                    **({"aborted": True} if status == "aborted" else {}),
-                },
-            )
+            if self.count:
+                self.metrics.in_progress.dec()
+                method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
+                self._observe(method, route, status, elapsed)
+            if self.access_log:
+                self._log_access(scope, request_id, route, status, elapsed, fields)
+
+    def _log_access(
+        self,
+        scope: Scope,
+        request_id: str | None,
+        route: str,
+        status: int | str,
+        elapsed: float,
+        fields: dict,
+    ) -> None:
+        """One access-log line; the logger formats and writes it (off the loop if configured).
+        ``status`` is "aborted" when the client left before an answer was sent."""
+        aborted = status == "aborted"
+        self.logger.log(
+            # 500 is a bug; 503/504 are the server protecting itself; 4xx are the caller's.
+            logging.ERROR
+            if status == 500
+            else logging.WARNING
+            if isinstance(status, int) and status > 500
+            else logging.INFO,
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route,
+                "status": None if aborted else status,
+                "latency_ms": round(elapsed * 1000, 3),
+                **fields,
+                **({"aborted": True} if aborted else {}),
+            },
+        )
 
 
 def route_of(scope: Scope, app: Any) -> str:

@@ -6,11 +6,14 @@ text on a bounded asyncio queue, and a single collector task turns the queue int
 
 1. Wait for the first text of the next batch, then take every text already queued
    (up to ``max_batch_size``).
-2. If those texts all come from one request, the server is idle: run the batch at once,
-   so a lone request is never delayed. Otherwise wait for more texts until the batch is
-   full or its deadline passes. The deadline is fixed once per batch,
-   ``first text's enqueue time + max_wait_s``, and every wait is recomputed as
-   ``deadline - now`` (never from the previous wait, which makes the deadline drift).
+2. Greedy (the default, ``max_wait_s=0``): run that batch now. The model thread takes
+   whatever queued up while it was busy, so batches grow with the load by themselves and a
+   lightly loaded server never waits.
+   With a window (``max_wait_s > 0``, opt-in): if those texts all come from one request,
+   the server is idle: run the batch at once, so a lone request is never delayed. Otherwise
+   wait for more texts until the batch is full or its deadline passes. The deadline is fixed
+   once per batch, ``first text's enqueue time + max_wait_s``, and every wait is recomputed
+   as ``deadline - now`` (never from the previous wait, which makes the deadline drift).
 3. Run the model in a dedicated worker thread, so the event loop keeps accepting requests
    meanwhile; they queue up and form the next batch. Then hand each result to the future
    of the text it belongs to.
@@ -92,7 +95,7 @@ class DynamicBatcher(Generic[R]):
         predict: Callable[[list[str]], Sequence[R]],
         *,
         max_batch_size: int,
-        max_wait_s: float,
+        max_wait_s: float = 0.0,
         max_queue: int,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
@@ -232,7 +235,8 @@ class DynamicBatcher(Generic[R]):
             await self._run(batch)
 
     async def _form_batch(self) -> list[_Item]:
-        """Wait for a first text, then gather more until the batch is full or due."""
+        """Wait for a first text, take what is queued; with a window, gather more until the
+        batch is full or due."""
         first = await self._queue.get()
         while self._expired(first):  # its caller already gave up: skip it
             self._queue.task_done()
@@ -240,6 +244,8 @@ class DynamicBatcher(Generic[R]):
         batch = self._batch = [first]
         deadline = first.enqueued_at + self._max_wait_s  # fixed for this batch
         self._take_queued(batch)
+        if self._max_wait_s == 0:
+            return batch  # greedy: what queued up while the model was busy, no waiting
         if len({item.owner for item in batch}) == 1:
             return batch  # a lone request: the server is idle, do not wait for company
         while len(batch) < self._max_batch_size and not self._closing:
@@ -313,3 +319,56 @@ class DynamicBatcher(Generic[R]):
             self._on_batch(stats)
         except Exception:
             logger.exception("on_batch callback failed")
+
+
+class InlineBatcher(Generic[R]):
+    """Benchmarks only (``INFERENCE_BENCH_OFF=batcher``): no queue, no thread, no batching.
+
+    Same interface as :class:`DynamicBatcher`, but ``submit`` runs ``predict`` on the texts at
+    once, on the event loop, which blocks while the model runs. It exists to measure what the
+    hand-off to the batcher costs per request; never serve with it.
+    """
+
+    queue_depth = 0
+    drain_timed_out = False
+
+    def __init__(
+        self,
+        predict: Callable[[list[str]], Sequence[R]],
+        *,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        **_ignored: Any,
+    ) -> None:
+        self._predict = predict
+        self._on_batch = on_batch
+        self._clock = clock
+        self._state = "new"
+
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self._state == "running"
+
+    async def start(self) -> None:
+        """Accept texts from now on."""
+        self._state = "running"
+
+    async def submit(self, texts: list[str], timeout: float) -> Submission[R]:
+        """Score ``texts`` now (``timeout`` is ignored: nothing waits in a queue)."""
+        if not texts:
+            raise ValueError("submit() needs at least one text")
+        if not self.running:
+            raise BatcherClosedError("the batcher is not running (not started or shutting down)")
+        started = self._clock()
+        results = list(self._predict(texts))
+        if self._on_batch is not None:
+            self._on_batch(
+                BatchStats(len(texts), [0.0] * len(texts), self._clock() - started, None)
+            )
+        return Submission(results=results, batch_size=len(texts))
+
+    async def stop(self, drain_timeout: float = 10.0) -> int:
+        """Refuse new texts; nothing is ever queued, so nothing is drained."""
+        self._state = "stopped"
+        return 0

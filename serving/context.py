@@ -20,7 +20,7 @@ SCOPE_KEY = "inference.request_context"  # an extension key of the ASGI scope
 class RequestContext:
     """What one request carries from the middleware to the routes and error handlers."""
 
-    request_id: str
+    request_id: str | None  # None only with INFERENCE_BENCH_OFF=request_id (benchmarks)
     log: dict[str, Any] = field(default_factory=dict)  # extra fields of the access-log line
 
     def attach(self, scope: MutableMapping[str, Any]) -> RequestContext:
@@ -37,7 +37,9 @@ def context_of(scope: MutableMapping[str, Any]) -> RequestContext | None:
 def with_request_id(scope: MutableMapping[str, Any], body: dict) -> dict:
     """The one place an error body gets the request id (when the request has one)."""
     context = context_of(scope)
-    return body if context is None else body | {"request_id": context.request_id}
+    if context is None or context.request_id is None:
+        return body
+    return body | {"request_id": context.request_id}
 
 
 # `async def`: FastAPI runs a plain `def` dependency in its thread pool (a hop per request).

@@ -56,8 +56,45 @@ class WholeLineFileHandler(RotatingFileHandler):
         except Exception:
             self.handleError(record)
 
-    def _lose(self, error: OSError) -> None:
-        self.lost += 1
+    def emit_many(self, records: list[logging.LogRecord]) -> None:
+        """Append ``records`` (the background writer's batch) with one ``os.write`` per run of
+        lines between two rotations; a short write takes its whole run back and counts it."""
+        try:
+            lines = [(self.format(r) + "\n").encode("utf-8", "backslashreplace") for r in records]
+        except Exception:
+            self.handleError(records[-1])
+            return
+        with self.lock:
+            run: list[bytes] = []
+            try:
+                if self.stream is None:
+                    self.stream = self._open()
+                start = size = self.stream.tell()
+                for line in lines:
+                    if self.maxBytes and size + len(line) > self.maxBytes and size > 0:
+                        self._write_run(run, start)
+                        run = []
+                        self.doRollover()
+                        if self.stream is None:  # delay=True: doRollover leaves it closed
+                            self.stream = self._open()
+                        start = size = self.stream.tell()
+                    run.append(line)
+                    size += len(line)
+                self._write_run(run, start)
+            except OSError as e:
+                self._lose(e, len(run))
+
+    def _write_run(self, run: list[bytes], start: int) -> None:
+        if not run:
+            return
+        data = b"".join(run)
+        written = os.write(self.stream.fileno(), data)  # type: ignore[union-attr]
+        if written != len(data):  # the disk filled up mid-run: take the piece back
+            os.ftruncate(self.stream.fileno(), start)  # type: ignore[union-attr]
+            raise OSError(28, "short write (disk full?)")
+
+    def _lose(self, error: OSError, lines: int = 1) -> None:
+        self.lost += lines
         if not self.warned:
             self.warned = True
             print(

@@ -7,11 +7,17 @@ A line carries the UTC ``timestamp``, ``level``, ``event`` and whatever the call
 
 from __future__ import annotations
 
+import atexit
+import collections
+import json
 import logging
 import sys
+import threading
+from datetime import datetime, timezone
+from logging.handlers import QueueHandler
 from pathlib import Path
 
-from pythonjsonlogger.json import JsonFormatter
+import orjson
 
 from serving.logfile import WholeLineFileHandler
 from serving.settings import SettingsError
@@ -20,38 +26,163 @@ LOGGER_NAME = "inference"
 MAX_LOG_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
 
+# A record's standard attributes; everything else on it came from ``extra`` and is logged.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "_json_line",
+}
 
-class FormatOnceJsonFormatter(JsonFormatter):
-    """Format a record once, however many handlers write it.
 
-    Each handler formats the record again, and ``RotatingFileHandler`` formats it once more to
-    decide on rotation: three JSON encodings per line with a file and stdout. The access log is
-    on the benchmarked path, so the first result is kept on the record and reused.
+class JsonLineFormatter(logging.Formatter):
+    """A record as one JSON line: ``timestamp`` (UTC), ``level``, ``event``, ``exc_info`` when
+    there is a trace, then every ``extra`` field.
+
+    Encoded once with orjson and kept on the record: each handler formats the record again,
+    and ``RotatingFileHandler`` once more to decide on rotation.
     """
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one JSON line, encoded on the first call only."""
         line = record.__dict__.get("_json_line")
         if line is None:
-            line = super().format(record)
+            doc = {
+                "timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+                "level": record.levelname,
+                "event": record.getMessage(),
+            }
+            if record.exc_info:
+                doc["exc_info"] = self.formatException(record.exc_info)
+            if record.stack_info:
+                doc["stack_info"] = self.formatStack(record.stack_info)
+            for key, value in record.__dict__.items():
+                if key not in _STANDARD:
+                    doc[key] = value
+            try:
+                line = orjson.dumps(doc, default=str).decode()
+            except TypeError:  # what orjson refuses (an int over 64 bits, ...): the slow way
+                line = json.dumps(doc, default=str, ensure_ascii=False)
             record.__dict__["_json_line"] = line
         return line
 
 
+# Kept under its old name: the access log is still encoded once per line.
+FormatOnceJsonFormatter = JsonLineFormatter
+
+
+class _UnflushedStreamHandler(logging.StreamHandler):
+    """Writes a whole batch of lines in one ``write``, flushed once by the writer thread.
+
+    One call per batch matters for stdout: with ``PYTHONUNBUFFERED`` (common in containers)
+    every ``write`` is a system call, and each one makes the writer thread hand the GIL back
+    to the busy event loop and wait to get it again.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.emit_many([record])
+
+    def emit_many(self, records: list[logging.LogRecord]) -> None:
+        """Write ``records`` as one string."""
+        try:
+            with self.lock:
+                self.stream.write("".join(self.format(r) + self.terminator for r in records))
+        except Exception:
+            self.handleError(records[-1])
+
+
+class _PolledQueue:
+    """What ``QueueHandler`` puts records into: a deque that wakes no thread.
+
+    ``queue.Queue.put`` notifies the waiting writer thread on every record; on a server
+    pinned to one core that is a thread switch and a GIL hand-off per request. The writer
+    polls instead (``BackgroundQueueHandler.interval``) and takes everything queued at once.
+    """
+
+    def __init__(self) -> None:
+        self.items: collections.deque[logging.LogRecord] = collections.deque()
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        self.items.append(record)  # atomic: callers in any thread need no lock
+
+
+class BackgroundQueueHandler(QueueHandler):
+    """Queue records as they are; a writer thread formats and writes them in batches.
+
+    The caller (the event loop) only builds the record and appends it to a deque. Every
+    ``interval`` seconds the writer thread formats whatever queued up, writes it to each
+    handler and flushes once. (The stdlib's ``QueueHandler`` also formats the record in the
+    caller's thread, to make it picklable for other processes; a thread needs no such copy.)
+    :meth:`flush` writes out everything queued so far; closing stops the writer.
+    """
+
+    def __init__(self, handlers: list[logging.Handler], interval: float = 0.05) -> None:
+        super().__init__(_PolledQueue())  # type: ignore[arg-type]
+        self.targets = handlers
+        self.interval = interval
+        self._drain_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = threading.Thread(
+            target=self._run, name="log-writer", daemon=True
+        )
+        self._writer.start()
+        atexit.register(self.close)  # the last lines of the process reach the file too
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._drain()
+
+    def _drain(self) -> None:
+        items = self.queue.items  # type: ignore[attr-defined]
+        with self._drain_lock:
+            if not items:
+                return
+            records = [items.popleft() for _ in range(len(items))]
+            for handler in self.targets:
+                mine = [r for r in records if r.levelno >= handler.level and handler.filter(r)]
+                if mine:
+                    handler.emit_many(mine)  # one write per batch, not per line
+                handler.flush()
+
+    @property
+    def lost(self) -> int:
+        """Lines its handlers could not write (a full disk): inference_log_lines_lost_total."""
+        return sum(getattr(h, "lost", 0) for h in self.targets)
+
+    @property
+    def running(self) -> bool:
+        """Whether the writer thread is still running."""
+        return self._writer is not None
+
+    def flush(self) -> None:
+        """Write out every record queued so far (tests, shutdown)."""
+        self._drain()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._stop.set()
+            self._writer.join()
+            self._writer = None
+            atexit.unregister(self.close)
+        self._drain()
+        for handler in self.targets:
+            handler.close()
+        super().close()
+
+
 def configure_logging(
-    log_path: Path | str, level: str = "INFO", name: str = LOGGER_NAME
+    log_path: Path | str, level: str = "INFO", name: str = LOGGER_NAME, background: bool = False
 ) -> logging.Logger:
     """Return the logger ``name``, writing JSON lines to ``log_path`` (rotated) and stdout.
 
-    Calling it again replaces the handlers (a test or a reload may point it elsewhere).
+    With ``background`` the caller only queues the record; a writer thread formats and writes
+    the queued records every 50 ms (``flush_logs`` writes them out now). Calling it again
+    replaces the handlers (a test or a reload may point it elsewhere).
     """
-    formatter = FormatOnceJsonFormatter(
-        "{timestamp}{levelname}{message}",
-        style="{",
-        rename_fields={"levelname": "level", "message": "event"},
-        timestamp=True,
-        json_ensure_ascii=False,
-    )
+    formatter = JsonLineFormatter()
     log_path = Path(log_path)
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,19 +192,29 @@ def configure_logging(
             f"INFERENCE_LOG_PATH={str(log_path)!r}: cannot write the log file there "
             f"({e.strerror or e})"
         ) from None
-    handlers: list[logging.Handler] = [file_handler, logging.StreamHandler(sys.stdout)]
+    stdout_handler = _UnflushedStreamHandler if background else logging.StreamHandler
+    handlers: list[logging.Handler] = [file_handler, stdout_handler(sys.stdout)]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    if background:
+        handlers = [BackgroundQueueHandler(handlers)]
     logger = logging.getLogger(name)
     for old in list(logger.handlers):
         logger.removeHandler(old)
         old.close()
     for handler in handlers:
-        handler.setFormatter(formatter)
         logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False  # the root logger (uvicorn's format) would print each line twice
     # Our access log replaces uvicorn's plain-text one (same requests, without the request id).
     logging.getLogger("uvicorn.access").disabled = True
     return logger
+
+
+def flush_logs(name: str = LOGGER_NAME) -> None:
+    """Wait until every line logged so far to ``name`` is written (a no-op when synchronous)."""
+    for handler in logging.getLogger(name).handlers:
+        handler.flush()
 
 
 def prediction_fields(

@@ -35,7 +35,9 @@ REJECTION_REASONS = ("queue_full", "timeout", "not_ready")
 class Metrics:
     """All metrics of one app, registered in ``self.registry``."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        # enabled=False (INFERENCE_BENCH_OFF=metrics, benchmarks only): nothing is recorded.
+        self.enabled = enabled
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=r
@@ -93,6 +95,7 @@ class Metrics:
         )
         for reason in REJECTION_REASONS:  # export zeros, so rate() works from the start
             self.rejections.labels(reason)
+        self._label_children: dict[str, Counter] = {}
 
     def set_model(self, version: str, sklearn_version: str) -> None:
         """Record which model is loaded."""
@@ -102,6 +105,8 @@ class Metrics:
 
     def observe_batch(self, size: int, duration: float, queue_waits: Iterable[float] = ()) -> None:
         """Record one model call."""
+        if not self.enabled:
+            return
         self.batch_size.observe(size)
         self.batch_duration.observe(duration)
         for wait in queue_waits:
@@ -109,8 +114,14 @@ class Metrics:
 
     def count_labels(self, labels: Iterable[str]) -> None:
         """Count returned predictions by label."""
+        if not self.enabled:
+            return
+        children = self._label_children
         for label in labels:
-            self.predictions.labels(label).inc()
+            child = children.get(label)
+            if child is None:  # bound once per label: .labels() costs a lock per call
+                child = children[label] = self.predictions.labels(label)
+            child.inc()
 
     def response(self) -> Response:
         """The registry in Prometheus text format, for GET /metrics."""

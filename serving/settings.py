@@ -8,12 +8,13 @@ misbehaves later.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "INFERENCE_"
+BENCH_LAYERS = ("metrics", "access_log", "request_id", "batcher")  # INFERENCE_BENCH_OFF
 
 
 class Settings(BaseSettings):
@@ -37,7 +38,11 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most texts in one model call.")
     max_batch_wait_ms: float = Field(
-        5.0, ge=0, le=1000, description="Longest a batch waits for more texts after its first."
+        0.0,
+        ge=0,
+        le=1000,
+        description="Longest a batch waits for more texts after its first; 0 (default): greedy, "
+        "never wait, take whatever is queued when the model is free.",
     )
     max_queue: int = Field(
         256, ge=1, description="Most texts waiting for the model; beyond it requests get 503."
@@ -65,6 +70,16 @@ class Settings(BaseSettings):
         512, ge=1, description="Most open connections; beyond it new ones get 503 and close."
     )
     docs: bool = Field(False, description="Serve /docs and /redoc (their scripts come from a CDN).")
+    scorer: Literal["direct", "sklearn"] = Field(
+        "direct",
+        description="Final stage: 'direct' scores from the pipeline's fitted arrays (checked "
+        "against scikit-learn at load; falls back to it), 'sklearn' calls predict_proba.",
+    )
+    bench_off: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(),
+        description="Benchmarks only: comma-separated layers to switch off, of "
+        "metrics, access_log, request_id, batcher (score inline on the event loop).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_text: bool = Field(False, description="Log the raw review text (off: privacy, log size).")
 
@@ -72,6 +87,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("bench_off", mode="before")
+    @classmethod
+    def _split_layers(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = sorted(set(value) - set(BENCH_LAYERS)) if isinstance(value, (list, set)) else []
+        if unknown:
+            raise ValueError(f"unknown layer(s) {unknown}; choose from {', '.join(BENCH_LAYERS)}")
+        return value
 
     @model_validator(mode="after")
     def _queue_fits_a_batch_request(self) -> Settings:

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sentiment_model import load_model
 from sentiment_model.data import clean_text
+from serving.logs import flush_logs
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 POSITIVE = "A wonderful, moving film with brilliant acting. I loved every minute of it."
@@ -40,6 +41,7 @@ def client(start_stage):
 
 def log_lines(path: Path) -> list[dict]:
     """Every line of the JSON log (each must parse on its own)."""
+    flush_logs()  # the final stage writes its log in a background thread
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -437,6 +439,7 @@ def test_one_json_log_line_per_request(client, tmp_path, small_model_dir):
 def test_log_text_opt_in(start_stage, tmp_path):
     with start_stage(LOG_TEXT="true") as c:
         c.post("/predict", json={"text": "opt-in review text"})
+    flush_logs()
     assert "opt-in review text" in (tmp_path / "requests.log").read_text()
 
 

@@ -232,6 +232,47 @@ async def test_zero_max_wait_takes_what_is_queued_and_never_waits() -> None:
     assert later.results == ["b!"]
 
 
+class FrozenClock:
+    """A clock that never moves: a batcher that waited for its deadline would wait forever."""
+
+    def __call__(self) -> float:
+        return 1000.0
+
+
+async def test_default_policy_is_greedy_and_never_waits_for_company() -> None:
+    """No max_wait_s given: texts from several requests that queued up behind a busy model
+    run together the moment it is free, although the (frozen) clock never reaches any
+    deadline; a text that arrives later rides in the next batch."""
+    model = FakeModel()
+    batcher = DynamicBatcher(model, max_batch_size=8, max_queue=100, clock=FrozenClock())
+    await batcher.start()
+    try:
+        blocker = await occupy(batcher, model)
+        queued = [await enqueue(batcher, ["a"]), await enqueue(batcher, ["x", "y"])]
+        model.release_all()
+        answers = await asyncio.wait_for(asyncio.gather(blocker, *queued), timeout=HOLD_LIMIT_S)
+        later = await asyncio.wait_for(batcher.submit(["b"], timeout=1.0), timeout=HOLD_LIMIT_S)
+    finally:
+        model.release_all()
+        await batcher.stop(drain_timeout=HOLD_LIMIT_S)
+    assert model.batches == [["blocker"], ["a", "x", "y"], ["b"]]
+    assert [answer.batch_size for answer in answers] == [1, 3, 3]
+    assert later.batch_size == 1
+
+
+async def test_greedy_batches_grow_with_the_queue_up_to_the_size_limit() -> None:
+    model = FakeModel()
+    async with batcher_for(model, max_batch_size=4) as batcher:
+        blocker = await occupy(batcher, model)
+        light = await enqueue(batcher, ["l0"])
+        model.release(1)  # the blocker ends; the one queued text runs alone, and is held
+        await wait_until(lambda: len(model.batches) == 2)
+        heavy = [await enqueue(batcher, [f"h{i}"]) for i in range(6)]
+        model.release_all()
+        await asyncio.gather(blocker, light, *heavy)
+    assert [len(batch) for batch in model.batches] == [1, 1, 4, 2]
+
+
 async def test_stop_does_not_wait_out_the_deadline_of_a_forming_batch() -> None:
     model = FakeModel()
     async with batcher_for(model, max_wait_s=30.0) as batcher:
