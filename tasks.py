@@ -4,6 +4,7 @@
     python3 tasks.py serve [--stage naive|validated|metrics|batched]   set up, then run a server
     python3 tasks.py test [pytest args]                                set up, then run the tests
     python3 tasks.py setup | model | lab | bench [args] | lint
+    python3 tasks.py monitor [prometheus flags]                        Prometheus on 127.0.0.1:9090
 
 `setup` creates .venv, installs requirements.txt (again only when it changes) and trains the
 default model if models/LATEST is missing. The Makefile offers the same commands as targets.
@@ -70,6 +71,13 @@ def serve(args: list[str]) -> None:
     os.execv(str(PY), [str(c) for c in cmd + args])
 
 
+def monitor(args: list[str]) -> None:
+    """Run Prometheus with monitoring/prometheus.yml until Ctrl-C (or say how to install it)."""
+    from monitoring.prom import main as run_prometheus  # standard library only
+
+    sys.exit(run_prometheus(args))
+
+
 def main() -> None:
     """Dispatch ``sys.argv[1]`` to a command."""
     command, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("help", [])
@@ -89,6 +97,8 @@ def main() -> None:
     elif command == "bench":
         setup()
         run(PY, "-m", "loadtest.bench", *args)
+    elif command == "monitor":
+        monitor(args)
     elif command == "lint":
         setup()
         run(PY, "-m", "ruff", "check", ".")
