@@ -479,8 +479,16 @@ class DeployedServer(StageServer):
 
 
 def read_log(path: Path | str) -> pd.DataFrame:
-    """The server's JSON log, one row per line (as in notebook 05)."""
-    log = pd.read_json(path, lines=True, dtype=False, convert_dates=["timestamp"])
+    """The server's JSON log, one row per line (as in notebook 05), rotated files included
+    (``requests.log.2``, ``requests.log.1``, then ``requests.log``: oldest first)."""
+    path = Path(path)
+    backups = [p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()]
+    backups.sort(key=lambda p: -int(p.suffix[1:]))
+    frames = [
+        pd.read_json(p, lines=True, dtype=False, convert_dates=["timestamp"])
+        for p in [*backups, path]
+    ]
+    log = pd.concat(frames, ignore_index=True)
     for column in ("status", "batch_size", "texts", "text_chars"):
         if column in log:
             log[column] = log[column].astype("Int64")
@@ -515,13 +523,11 @@ def plot_panels(
                 ax.plot(frame.index, frame[column], label=name or None, lw=1.4)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
+        for i, (text, t) in enumerate((marks or {}).items()):  # named in the top legend only
+            label = text if ax is axes[0] else None
+            ax.axvline(t - start, color=f"C{i + 3}", ls=(0, (4, 2 + i)), lw=1.2, label=label)
         if any(line.get_label()[:1] != "_" for line in ax.get_lines()):
             ax.legend(loc="upper left", fontsize=8)
-        for i, (text, t) in enumerate((marks or {}).items()):
-            ax.axvline(t - start, color=f"C{i + 3}", ls="--", lw=1)
-            if ax is axes[0]:
-                ax.annotate(text, (t - start, 1.02), xycoords=("data", "axes fraction"),
-                            fontsize=8, color=f"C{i + 3}")  # fmt: skip
     axes[-1].set_xlabel("seconds")
     axes[-1].set_xlim(0, end - start)
     if title:

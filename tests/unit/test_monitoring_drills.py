@@ -65,3 +65,18 @@ def test_monitor_command_line_uses_our_config_and_data_folder_on_localhost():
     assert f"--config.file={prom.CONFIG}" in cmd
     assert f"--storage.tsdb.path={prom.DATA_DIR}" in cmd
     assert "--web.listen-address=127.0.0.1:9090" in cmd
+
+
+def test_read_log_includes_rotated_files_oldest_first(tmp_path):
+    def line(request_id: str, status: int) -> str:
+        fields = {"timestamp": "2026-01-01T00:00:00Z", "event": "request", "status": status}
+        return json.dumps(fields | {"request_id": request_id})
+
+    log = tmp_path / "requests.log"
+    (tmp_path / "requests.log.2").write_text(line("a", 200) + "\n")
+    (tmp_path / "requests.log.1").write_text(line("b", 422) + "\n")
+    log.write_text(line("c", 503) + "\n")
+    (tmp_path / "requests.log.bak").write_text("not json\n")  # not a rotated file: ignored
+    frame = drills.read_log(log)
+    assert frame["request_id"].tolist() == ["a", "b", "c"]
+    assert str(frame["status"].dtype) == "Int64"
