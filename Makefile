@@ -4,7 +4,7 @@ PYTHON ?= python3
 STAGE ?= batched
 ARGS ?=
 
-.PHONY: setup serve test model lab bench lint
+.PHONY: setup serve test model lab bench lint monitor
 setup:          ## create .venv, install requirements, train the default model if missing
 	$(PYTHON) tasks.py setup
 serve:          ## run a stage on 127.0.0.1:8000: make serve STAGE=naive|validated|metrics|batched
@@ -19,3 +19,5 @@ bench:          ## load-test every stage and plot the results
 	$(PYTHON) tasks.py bench $(ARGS)
 lint:           ## ruff check + format check
 	$(PYTHON) tasks.py lint
+monitor:        ## Prometheus on 127.0.0.1:9090, scraping the server on :8000 (Ctrl-C stops it)
+	$(PYTHON) tasks.py monitor

@@ -4,6 +4,7 @@
     python3 tasks.py serve [STAGE] [--port 8000] [--workers N]       set up, then run a server
     python3 tasks.py test [pytest args]                              set up, then run the tests
     python3 tasks.py setup | model [args] | lab [args] | bench [args] | lint
+    python3 tasks.py monitor [prometheus flags]                      Prometheus on 127.0.0.1:9090
 
 STAGE is naive, validated, metrics or batched (the default); `--stage=naive` works too.
 `setup` creates .venv, installs requirements.txt (again only when it changes) and trains the
@@ -357,6 +358,13 @@ def lint(_args: list[str]) -> int:
     return 0
 
 
+def monitor(args: list[str]) -> int:
+    """Run Prometheus with monitoring/prometheus.yml until Ctrl-C (or say how to install it)."""
+    from monitoring.prom import main as run_prometheus  # standard library only
+
+    return run_prometheus(args)
+
+
 COMMANDS = {  # name -> function(args) returning an exit status
     "setup": lambda args: setup() or 0,
     "serve": serve,
@@ -364,6 +372,7 @@ COMMANDS = {  # name -> function(args) returning an exit status
     "model": lambda args: in_venv("-m", "sentiment_model.train", *args),
     "lab": lab,
     "bench": lambda args: in_venv("-m", "loadtest.bench", *args, stop_is_clean=False),
+    "monitor": monitor,
     "lint": lint,
 }
 

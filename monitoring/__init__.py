@@ -1,0 +1,1 @@
+"""Prometheus next to the server: configuration, rules, a launcher and failure drills."""

@@ -1,0 +1,82 @@
+"""The drills' pure helpers and the Prometheus launcher's fallbacks (no processes started)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from monitoring import drills, prom
+from sentiment_model import load_model
+from sentiment_model.artifact import ChecksumMismatchError
+from serving.schemas import request_models
+from serving.settings import Settings
+
+
+def test_prometheus_config_scrapes_the_server_every_second_with_the_rules():
+    text = drills.prometheus_config("127.0.0.1:8123")
+    assert 'targets: ["127.0.0.1:8123"]' in text
+    assert "scrape_interval: 1s" in text and "evaluation_interval: 1s" in text
+    assert str(prom.RULES_DIR / "alerts.yml") in text
+    assert str(prom.RULES_DIR / "recording.yml") in text
+
+
+def test_heavy_batch_is_the_largest_request_the_default_limits_accept():
+    settings = Settings()
+    _, batch_request = request_models(settings.max_text_chars, settings.max_batch_items)
+    body = drills.heavy_batch_body(["A fine film.", "Too long by half."])
+    batch_request.model_validate(body)  # accepted
+    assert len(body["texts"]) == settings.max_batch_items
+    assert all(len(t) == settings.max_text_chars for t in body["texts"])
+    assert len(json.dumps(body).encode()) < settings.max_body_bytes
+
+
+def test_malformed_body_is_refused_by_the_contract():
+    predict_request, _ = request_models(10_000, 64)
+    predict_request.model_validate(drills.default_body(3))
+    with pytest.raises(ValueError):
+        predict_request.model_validate(drills.malformed_body(3))
+
+
+def test_tampered_copy_fails_the_checksum_and_leaves_the_original_intact(small_model_dir, tmp_path):
+    bad = drills.tampered_copy(small_model_dir, tmp_path / "bad")
+    with pytest.raises(ChecksumMismatchError):
+        load_model(bad)
+    load_model(small_model_dir)  # the original still loads
+
+
+def test_traffic_rejects_a_rate_that_is_not_positive():
+    with pytest.raises(ValueError):
+        drills.Traffic("http://127.0.0.1:1", rate=0)
+
+
+def test_missing_prometheus_is_reported_with_install_instructions(monkeypatch, capsys):
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.setattr(prom, "COMMON_LOCATIONS", ("/nonexistent/prometheus",))
+    assert prom.find_binary("prometheus") is None
+    assert prom.main([]) == 1
+    message = capsys.readouterr().err
+    for hint in ("apt-get install", "brew install prometheus", "prometheus.io/download"):
+        assert hint in message
+
+
+def test_monitor_command_line_uses_our_config_and_data_folder_on_localhost():
+    cmd = prom.command("/usr/bin/prometheus")
+    assert f"--config.file={prom.CONFIG}" in cmd
+    assert f"--storage.tsdb.path={prom.DATA_DIR}" in cmd
+    assert "--web.listen-address=127.0.0.1:9090" in cmd
+
+
+def test_read_log_includes_rotated_files_oldest_first(tmp_path):
+    def line(request_id: str, status: int) -> str:
+        fields = {"timestamp": "2026-01-01T00:00:00Z", "event": "request", "status": status}
+        return json.dumps(fields | {"request_id": request_id})
+
+    log = tmp_path / "requests.log"
+    (tmp_path / "requests.log.2").write_text(line("a", 200) + "\n")
+    (tmp_path / "requests.log.1").write_text(line("b", 422) + "\n")
+    log.write_text(line("c", 503) + "\n")
+    (tmp_path / "requests.log.bak").write_text("not json\n")  # not a rotated file: ignored
+    frame = drills.read_log(log)
+    assert frame["request_id"].tolist() == ["a", "b", "c"]
+    assert str(frame["status"].dtype) == "Int64"
