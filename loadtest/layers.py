@@ -27,14 +27,9 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.ceiling import pinned_to_cpu
+from loadtest.launcher import CLIENT_CPU, StageServer
+from sentiment_model.throughput import pinned_to_cpu
 
-try:  # where the benchmark keeps its server launcher
-    from loadtest.launcher import StageServer
-except ImportError:
-    from loadtest.bench import StageServer
-
-CLIENT_CPU = 1
 SATURATED_PCT = 80  # a step counts when both servers compared used >= 80 % of their core
 # name -> INFERENCE_BENCH_OFF. The first row is the final stage as shipped.
 CONFIGS: dict[str, str] = {

@@ -15,10 +15,10 @@ import argparse
 import statistics
 import time
 
-from loadtest.ceiling import pinned_to_cpu
 from loadtest.payloads import PROFILES, profile_texts
 from sentiment_model import load_model
 from sentiment_model.data import clean_text
+from sentiment_model.throughput import pinned_to_cpu
 
 
 def measure(model, texts: list[str], batch_size: int, seconds: float) -> dict:

@@ -40,8 +40,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from loadtest.bench import CLIENT_CPU, LOCUSTFILE, ensure_payload_file, pin_prefix
-from loadtest.launcher import StageServer, free_port
+from loadtest.launcher import CLIENT_CPU, StageServer, free_port, pin_prefix
+from loadtest.steps import LOCUSTFILE, ensure_payload_file
 from monitoring.prom import RULES_DIR, command, find_binary, install_help
 
 ROOT = Path(__file__).resolve().parent.parent
