@@ -68,16 +68,22 @@ def trim_log(path: Path, head: int = 40, tail: int = 40) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+COURSE_LAUNCHER = ("-m", "serving.serve")  # what `python3 tasks.py serve` runs
+
+
 class StageServer:
-    """One stage as a real uvicorn process on 127.0.0.1, stopped by PID.
+    """One stage as a real server process on 127.0.0.1, stopped by PID.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop` (a notebook's way).
     ``env`` adds environment variables (``INFERENCE_MODEL_DIR``, ``INFERENCE_MAX_BATCH_WAIT_MS``
     ...). The server's output (stdout and stderr) goes to ``log_path`` (a temporary file by
     default). ``app_dir`` and ``app`` serve something else under the name ``stage`` (a modified
     copy of a stage, the benchmark's reference app); ``label`` names it in results (default:
-    ``stage``); ``launcher`` replaces ``-m uvicorn`` (``loadtest.profile`` puts pyinstrument in
-    front of it). ``cpu=None`` leaves the process unpinned (tests).
+    ``stage``); ``launcher`` is how Python runs the server: by default the course's launcher
+    ``-m serving.serve``, as ``python3 tasks.py serve`` runs every stage (uvicorn with the
+    hardened HTTP protocol, exit 0 after a complete drain); ``("-m", "uvicorn")`` runs plain
+    uvicorn, and ``loadtest.profile`` puts pyinstrument in front. ``cpu=None`` leaves the
+    process unpinned (tests).
     """
 
     def __init__(
@@ -89,7 +95,7 @@ class StageServer:
         cpu: int | None = SERVER_CPU,
         ready_timeout: float = 120.0,
         app_dir: str | Path | None = None,
-        launcher: Sequence[str] = ("-m", "uvicorn"),
+        launcher: Sequence[str] = COURSE_LAUNCHER,
         app: str | None = None,
         label: str | None = None,
     ):

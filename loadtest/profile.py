@@ -42,7 +42,7 @@ def profile_stage(
     out.mkdir(parents=True, exist_ok=True)
     session = out / "profile.pyisession"
     launcher = ["-m", "pyinstrument", "-i", str(interval_s), "-r", "pyisession"]
-    launcher += ["-o", str(session), "-m", "uvicorn"]
+    launcher += ["-o", str(session), "-m", "serving.serve"]
     payloads = ensure_payload_file(out)
     try:
         server = StageServer(stage, env=env, log_path=out / "server.log", launcher=launcher)

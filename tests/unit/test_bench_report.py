@@ -161,6 +161,7 @@ def test_launcher_command_lines() -> None:
     with pytest.raises(ValueError, match="unknown stage"):
         StageServer("nope")
     naive = StageServer("naive", cpu=None, port=12345)
+    assert naive.command()[1:3] == ["-m", "serving.serve"]  # as `python3 tasks.py serve` runs it
     assert naive.command()[-6:] == [
         str(naive.app_dir), "inference_server:app", "--host", "127.0.0.1", "--port", "12345"
     ]  # fmt: skip
