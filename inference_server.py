@@ -21,7 +21,7 @@ from serving.context import RequestCtx
 from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers, without_paths
 from serving.limits import ShutdownSignals, install_limits
-from serving.logs import configure_logging, prediction_fields
+from serving.logs import configure_logging, flush_logs, prediction_fields
 from serving.metrics import Metrics
 from serving.multiprocess import mark_worker_exit, worker_log_path
 from serving.rejections import install_rejection_handler
@@ -136,6 +136,9 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
                 "model_version": state.version,
             },
         )
+        # Written now: under plain uvicorn the process then dies by the re-raised SIGTERM,
+        # which runs no exit handler, so the background writer would lose the last lines.
+        flush_logs(log.name)
         record_drain(complete)  # the launcher's exit code (serving/serve.py)
         mark_worker_exit()  # several workers: this one's in-progress and queue gauges go
         signals.uninstall()

@@ -224,6 +224,7 @@ def test_content_length_shorter_than_body_is_logged_with_the_status_sent(guarded
         )
         answer = read_answer(s)
     assert status_of(answer) == 400 and answer.count(b"HTTP/1.1 ") == 1
+    wait_for_line(guarded, lambda x: x.get("request_id") == "short-length")
     lines = [x for x in log_lines(guarded) if x.get("request_id") == "short-length"]
     assert [x["status"] for x in lines if x["event"] == "request"] == [400]
 

@@ -345,7 +345,7 @@ def test_sigterm_stops_the_run_and_its_server(small_model_dir: Path, tmp_path: P
             if "ladder: 1 user" in line:
                 break
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert any("uvicorn" in " ".join(c.cmdline()) for c in children)
+        assert any("serving.serve" in " ".join(c.cmdline()) for c in children)  # the server
         proc.terminate()
         assert proc.wait(timeout=30) != 0
         _, alive = psutil.wait_procs(children, timeout=10)
