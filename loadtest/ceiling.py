@@ -8,6 +8,7 @@ server's configured batch size, once per scorer: ``sklearn`` (the pipeline's own
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ __all__ = ["DIRECT_SCORER", "best_ceiling", "measure", "measure_ceiling", "pinne
 
 # Where the direct scorer comes from: ``module:factory``; ``factory(model)`` returns an object
 # with ``predict(texts)`` (or is itself that function). Changeable with ``--direct-scorer``.
-DIRECT_SCORER = "sentiment_model.scorer:build_scorer"
+DIRECT_SCORER = "loadtest.ceiling:direct_model"
 
 
 def scorer_for(model: SentimentModel, name: str, direct: str = DIRECT_SCORER) -> Any | None:
@@ -38,6 +39,15 @@ def scorer_for(model: SentimentModel, name: str, direct: str = DIRECT_SCORER) ->
         return None
     scorer = factory(model)
     return scorer if hasattr(scorer, "predict") else _Callable(scorer)
+
+
+def direct_model(model: SentimentModel) -> SentimentModel:
+    """A copy of ``model`` that scores as the final stage does by default (INFERENCE_SCORER=
+    direct: sentiment_model/scorer.py), cleaning and post-processing included."""
+    twin = copy.copy(model)  # shares the fitted pipeline; only the scorer differs
+    if twin.use_scorer("direct") != "direct":
+        raise RuntimeError("the direct scorer refused this pipeline; see the warning logged")
+    return twin
 
 
 class _Callable:
