@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from loadgen import predict_outcome
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,11 +203,7 @@ def send_predictions(url: str, count: int, clients: int = 4) -> list[object]:
                     i = next(todo, None)
                 if i is None:
                     return
-                try:
-                    result: object = http.post("/predict", json={"text": f"review {i}: good"})
-                    result = result.status_code
-                except httpx.TransportError as e:
-                    result = type(e).__name__
+                result = predict_outcome(http, f"review {i}: good")
                 with lock:
                     results.append(result)
 

@@ -8,15 +8,12 @@ process is killed by its PID in teardown whatever happens.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from loadgen import check_nothing_dropped, load_then_signal
 
 from loadtest.launcher import StageServer
 from serving.shutdown import SigtermHook
@@ -92,65 +89,11 @@ def test_real_server_limits_then_graceful_shutdown_under_load(server, tmp_path):
     assert answer.startswith(b"HTTP/1.1 413")
 
     # Load: 4 clients, one connection per request, until 3 s after SIGTERM (bounded anyway).
-    outcomes: list[tuple[float, float, object]] = []  # (sent, done, status or error name)
-    lock = threading.Lock()
-    in_flight: dict[int, float] = {}  # client -> when its current request was sent
-    stop_at = [time.monotonic() + 30.0]
-
-    def worker(n: int) -> None:
-        limits = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(base_url=base, timeout=10, limits=limits) as client:
-            for i in range(400):
-                if time.monotonic() > stop_at[0]:
-                    return
-                sent = time.monotonic()
-                with lock:
-                    in_flight[n] = sent
-                try:
-                    r = client.post("/predict", json={"text": f"client {n} review {i}: good"})
-                    result: object = r.status_code
-                except httpx.TransportError as e:
-                    result = type(e).__name__
-                with lock:
-                    del in_flight[n]
-                    outcomes.append((sent, time.monotonic(), result))
-                if result != 200:
-                    time.sleep(0.05)
-
-    def lingering() -> int:
-        """Requests in flight for > 50 ms: they sit in a batch inside the server."""
-        now = time.monotonic()
-        with lock:
-            return sum(now - sent > 0.05 for sent in in_flight.values())
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    try:
-        deadline = time.monotonic() + 15
-        while not (len(outcomes) >= 20 and lingering() >= 2):
-            assert time.monotonic() < deadline, "load did not build up"
-            time.sleep(0.002)
-        sigterm_at = time.monotonic()
-        os.kill(proc.pid, signal.SIGTERM)
-        stop_at[0] = sigterm_at + 3.0
-        returncode = proc.wait(timeout=20)
-    finally:
-        stop_at[0] = 0
-        for t in threads:
-            t.join(20)
-
+    returncode, outcomes = load_then_signal(base, proc, signal.SIGTERM, exit_timeout=20)
     assert returncode == 0, (tmp_path / "server.log").read_text()
     # Sent before SIGTERM: answered (200), or reached the app after it and refused (503);
-    # never dropped (a transport error), never a 500.
-    before = [result for sent, _, result in outcomes if sent < sigterm_at]
-    assert before and set(before) <= {200, 503}, before
-    answered_after = [1 for sent, done, r in outcomes if sent < sigterm_at < done and r == 200]
-    assert len(answered_after) >= 2, "the requests in flight at SIGTERM were not all answered"
-    # Sent after SIGTERM: 503, or refused by a closed socket (a connection still in the
-    # kernel's backlog when uvicorn closes its socket is reset: ReadError).
-    after = {result for sent, _, result in outcomes if sent >= sigterm_at}
-    assert after <= {200, 503, "ConnectError", "ReadError", "RemoteProtocolError"}, after
+    # never dropped (a transport error), never a 500. Sent after: 503 or a closed socket.
+    check_nothing_dropped(outcomes)
 
     lines = [json.loads(x) for x in (tmp_path / "requests.log").read_text().splitlines()]
     [shutdown] = [x for x in lines if x["event"] == "shutdown"]

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
-import httpx
 import pytest
+from loadgen import check_nothing_dropped, load_then_signal
 from multiworker import WorkerServer, json_lines, send_predictions
 
 pytestmark = pytest.mark.slow
@@ -118,65 +117,25 @@ def test_sigterm_under_load_drains_every_worker_and_exits_0(tmp_path, small_mode
     server = WorkerServer(
         tmp_path, workers=2, env={"MODEL_DIR": small_model_dir, "MAX_BATCH_WAIT_MS": 300}
     )
-    outcomes: list[tuple[float, float, object]] = []  # (sent, done, status or error name)
-    lock = threading.Lock()
-    in_flight: dict[int, float] = {}
-    stop_at = [time.monotonic() + 60.0]
-
-    def client(n: int) -> None:
-        limits = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(base_url=server.url, timeout=15, limits=limits) as http:
-            for i in range(600):
-                if time.monotonic() > stop_at[0]:
-                    return
-                sent = time.monotonic()
-                with lock:
-                    in_flight[n] = sent
-                try:
-                    result: object = http.post("/predict", json={"text": f"{n}/{i}: fine"})
-                    result = result.status_code
-                except httpx.TransportError as e:
-                    result = type(e).__name__
-                with lock:
-                    del in_flight[n]
-                    outcomes.append((sent, time.monotonic(), result))
-                if result != 200:
-                    time.sleep(0.05)
-
-    def lingering() -> int:
-        now = time.monotonic()
-        with lock:
-            return sum(now - sent > 0.05 for sent in in_flight.values())
-
     try:
         server.start()
         workers = set(server.worker_pids())
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
-        for t in threads:
-            t.start()
-        try:
-            deadline = time.monotonic() + 30
-            while not (len(outcomes) >= 30 and lingering() >= 3):
-                assert time.monotonic() < deadline, "load did not build up"
-                time.sleep(0.002)
-            sigterm_at = time.monotonic()
-            os.kill(server.proc.pid, signal.SIGTERM)
-            stop_at[0] = sigterm_at + 3.0
-            returncode = server.proc.wait(timeout=40)
-        finally:
-            stop_at[0] = 0
-            for t in threads:
-                t.join(30)
+        returncode, outcomes = load_then_signal(
+            server.url,
+            server.proc,
+            signal.SIGTERM,
+            clients=6,
+            requests=600,
+            client_timeout=15,
+            build_up=(30, 3),
+            build_timeout=30,
+            exit_timeout=40,
+        )
     finally:
         server.stop()
 
     assert returncode == 0, server.output()
-    before = [r for sent, _, r in outcomes if sent < sigterm_at]
-    assert before and set(before) <= {200, 503}, before  # nothing dropped, no 500
-    answered_after = [1 for sent, done, r in outcomes if sent < sigterm_at < done and r == 200]
-    assert len(answered_after) >= 2, "the requests in flight at SIGTERM were not answered"
-    after = {r for sent, _, r in outcomes if sent >= sigterm_at}
-    assert after <= {200, 503, "ConnectError", "ReadError", "RemoteProtocolError"}, after
+    check_nothing_dropped(outcomes)  # nothing dropped, no 500, the requests in flight answered
 
     # Every worker drained and said so in its own log; every 200 a client got was logged.
     files = server.log_files()
