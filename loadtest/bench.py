@@ -25,6 +25,7 @@ The names a notebook uses are importable from here too::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -129,7 +130,25 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit("usage: python -m loadtest.bench --report RUN_DIR [PLOTS_DIR]")
         report(Path(argv[1]), Path(argv[2]) if len(argv) > 2 else None)
         return
-    run(parse_args(argv))
+    try:
+        run(parse_args(argv))
+    finally:
+        stop_children()
+
+
+def stop_children(timeout: float = 5.0) -> None:
+    """Stop, by PID, any process this run started that is still alive: a signal that lands
+    while ``subprocess.Popen`` is still starting a child leaves that child with no owner."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 if __name__ == "__main__":
