@@ -110,9 +110,21 @@ def _ceilings(ceil: pd.DataFrame | None, profile: str) -> list[tuple[str, float]
 
 
 def _ceiling_lines(ax, ceilings: list[tuple[str, float]]) -> None:
-    for label, value in ceilings:
+    """A dotted line per ceiling; ceilings within 8 % of each other share one label, so their
+    labels never print over each other."""
+    groups: list[list[tuple[str, float]]] = []
+    for label, value in sorted(ceilings, key=lambda c: c[1]):
         ax.axhline(value, ls=":", lw=1, color="grey")
-        ax.annotate(f"{label}: {value:,.0f}/s", (0.99, value), xycoords=("axes fraction", "data"),
+        if groups and value <= groups[-1][0][1] * 1.08:
+            groups[-1].append((label, value))
+        else:
+            groups.append([(label, value)])
+    for group in groups:
+        names = [label.removeprefix("model alone (").removesuffix(")") for label, _ in group]
+        low, high = group[0][1], group[-1][1]
+        values = f"{low:,.0f}/s" if len(group) == 1 else f"{low:,.0f}-{high:,.0f}/s"
+        text = f"model alone ({'; '.join(names)}): {values}"
+        ax.annotate(text, (0.99, high), xycoords=("axes fraction", "data"),
                     textcoords="offset points", xytext=(0, 2), fontsize=7, color="grey",
                     ha="right")  # fmt: skip
 
