@@ -93,11 +93,23 @@ def load_then_signal(
     return returncode, [(sent - first_at, done - first_at, r) for sent, done, r in outcomes]
 
 
+# A request's "sent" time is taken before its client opens the connection (keep-alive is off).
+# One whose connection was still in the kernel's accept backlog when the server closed its
+# listening socket is reset: the server never accepted it, so it is not a dropped request. On a
+# busy machine that window reaches a few hundred milliseconds before the signal.
+BACKLOG_WINDOW_S = 0.5
+
+
 def check_nothing_dropped(outcomes: list[Outcome]) -> None:
-    """Sent before the signal: answered (200) or refused (503), never dropped, never a 500; at
-    least two requests in flight at the signal answered; after it, only :data:`AFTER_SIGNAL`."""
-    before = [result for sent, _, result in outcomes if sent < 0]
-    assert before and set(before) <= {200, 503}, before
+    """Sent before the signal: answered (200) or refused (503), never dropped, never a 500 (in
+    the last :data:`BACKLOG_WINDOW_S` before it, also a connection the server never accepted);
+    at least two requests in flight at the signal answered; after it, only
+    :data:`AFTER_SIGNAL`."""
+    assert any(sent < 0 for sent, _, _ in outcomes), "no request before the signal"
+    before = [result for sent, _, result in outcomes if sent < -BACKLOG_WINDOW_S]
+    assert set(before) <= {200, 503}, before
+    just_before = {result for sent, _, result in outcomes if -BACKLOG_WINDOW_S <= sent < 0}
+    assert just_before <= AFTER_SIGNAL, just_before  # never a 500, never a half-sent answer
     answered_after = sum(1 for sent, done, r in outcomes if sent < 0 < done and r == 200)
     assert answered_after >= 2, "the requests in flight at the signal were not all answered"
     after = {result for sent, _, result in outcomes if sent >= 0}
