@@ -122,8 +122,12 @@ def request_id_from(scope: Scope) -> str:
             if SAFE_REQUEST_ID.fullmatch(candidate):
                 return candidate
             break
-    # A version-4 UUID from Python's PRNG: an id needs to be unique, not secret, and
-    # uuid.uuid4() costs a system call (os.urandom) on every request.
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """A version-4 UUID from Python's PRNG: an id needs to be unique, not secret, and
+    ``uuid.uuid4()`` costs a system call (os.urandom) on every request."""
     return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -30,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException
 
-from serving.asgi import ASGIApp, Receive, Scope, Send
+from serving.asgi import KNOWN_METHODS, ASGIApp, Receive, Scope, Send, new_request_id
 from serving.metrics import Metrics
 
 # scope["extensions"] key set by serving/protocol.py: the connection enforces the read timeouts.
@@ -206,12 +204,12 @@ class WireObserver:
     def response(self, status: int, method: str, path: str, event: str, detail: str) -> None:
         """Log and count an answer the app never saw (the protocol wrote it itself)."""
         self.event(event)
-        method = method if method in {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"} else "OTHER"
+        method = method if method in KNOWN_METHODS else "OTHER"  # the middleware's rule
         self.metrics.requests.labels(method, "unmatched", str(status)).inc()
         self.logger.info(
             "request",
             extra={
-                "request_id": str(uuid.UUID(int=random.getrandbits(128), version=4)),
+                "request_id": new_request_id(),
                 "method": method,
                 "path": path[:200],
                 "route": "unmatched",
