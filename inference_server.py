@@ -20,7 +20,7 @@ from serving.batcher import BatchStats, DynamicBatcher, InlineBatcher
 from serving.context import RequestCtx
 from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers, without_paths
-from serving.limits import ShutdownSignals, install_limits
+from serving.limits import install_limits
 from serving.logs import configure_logging, flush_logs, prediction_fields
 from serving.metrics import Metrics
 from serving.multiprocess import mark_worker_exit, worker_log_path
@@ -36,7 +36,7 @@ from serving.schemas import (
     request_models,
 )
 from serving.settings import Settings, load_settings
-from serving.shutdown import SigtermHook, record_drain
+from serving.shutdown import ShutdownSignals, record_drain
 from serving.state import ServerState
 
 
@@ -118,10 +118,13 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     async def lifespan(app: FastAPI):
         state = app.state.server = ServerState()
         loading = asyncio.create_task(load_and_start(state))
-        sigterm = SigtermHook(state.begin_drain)  # SIGTERM: /ready and new predictions say 503
-        sigterm.install()
-        signals = ShutdownSignals(timeouts.begin_drain, lambda: timeouts.begin_drain(0), log)
-        signals.install()  # a stalled upload cannot hold shutdown; Ctrl-C twice still drains
+
+        def begin_shutdown() -> None:  # the first SIGTERM or Ctrl-C
+            state.begin_drain()  # /ready and new predictions say 503
+            timeouts.begin_drain()  # a stalled upload cannot hold shutdown
+
+        signals = ShutdownSignals(begin_shutdown, lambda: timeouts.begin_drain(0), log)
+        signals.install()  # Ctrl-C twice still drains
         yield
         # uvicorn has already waited for open requests; finish whatever is still queued.
         state.begin_drain()
@@ -142,7 +145,6 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         record_drain(complete)  # the launcher's exit code (serving/serve.py)
         mark_worker_exit()  # several workers: this one's in-progress and queue gauges go
         signals.uninstall()
-        sigterm.uninstall()
 
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None}  # JS from a CDN
     app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan, **docs)

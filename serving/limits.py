@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from prometheus_client import Counter
@@ -253,54 +250,3 @@ def install_limits(
         lambda: sum(getattr(h, "lost", 0) for h in logger.handlers),
     )
     return timeouts
-
-
-class ShutdownSignals:
-    """SIGINT/SIGTERM: bound the stalled uploads; Ctrl-C twice must not end in 500s.
-
-    First signal: ``on_first`` (stalled body reads get ``DRAIN_TIMEOUT_S``), then passed on
-    (uvicorn drains as usual). Second: ``on_second`` (cut them now) and *not* passed on, so
-    uvicorn stays on its graceful path: requests answered, lifespan shutdown run, the shutdown
-    line written. Third: passed on (uvicorn's force quit). Main thread only, like every signal
-    handler; install it after ``SigtermHook`` and uninstall it before.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(
-        self, on_first: Callable[[], None], on_second: Callable[[], None], logger: logging.Logger
-    ) -> None:
-        self.on_first = on_first
-        self.on_second = on_second
-        self.logger = logger
-        self.count = 0
-        self.previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        """Wrap the current SIGINT and SIGTERM handlers."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in self.SIGNALS:
-            self.previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.on_first()
-        elif self.count == 2:
-            self.logger.warning("second_signal", extra={"signal": signal.Signals(signum).name})
-            self.on_second()
-            return
-        previous = self.previous.get(signum)
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-
-    def uninstall(self) -> None:
-        """Put the wrapped handlers back."""
-        for sig, previous in self.previous.items():
-            signal.signal(sig, previous)
-        self.previous.clear()

@@ -28,7 +28,7 @@ Plain ``uvicorn inference_server:app`` runs the same app and drains the same way
 for "stopped because it was told to" (lessons/04_batched/README.md). Here a second signal
 during the drain is ignored (logged), where uvicorn would stop waiting for open requests;
 the drain is bounded anyway, by the request and drain timeouts. (The final stage installs its
-own handler in front, ``serving.limits.ShutdownSignals``: it takes the second signal itself,
+own handler in front, ``serving.shutdown.ShutdownSignals``: it takes the second signal itself,
 logs it as ``second_signal`` and cuts stalled uploads short, under either command.)
 
 With ``--workers N`` (N > 1) uvicorn's own supervisor runs N worker processes, each an

@@ -1,4 +1,4 @@
-"""Graceful shutdown: flip readiness the moment SIGTERM arrives, and report how the drain ended.
+"""Graceful shutdown: flip readiness the moment a signal arrives, and report how the drain ended.
 
 Under plain ``uvicorn inference_server:app`` the process exits 143 ("terminated by SIGTERM") after
 a graceful shutdown: uvicorn re-raises the signal it caught, the Unix convention for a process
@@ -9,48 +9,68 @@ after a complete drain instead (see serving/serve.py); it learns how the drain e
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 
-class SigtermHook:
-    """Run a callback the moment SIGTERM arrives, then let the server's own handler run.
+class ShutdownSignals:
+    """SIGINT and SIGTERM, in front of the server's own handler.
 
-    uvicorn handles SIGTERM by closing its listening socket and waiting for open requests
-    before it runs the lifespan shutdown, so without this hook /ready would still say "ready"
-    during the whole drain. Installed only in the main thread (where signals are delivered);
-    in tests the app runs in another thread and the hook does nothing.
+    uvicorn handles a signal by closing its listening socket and waiting for open requests
+    before it runs the lifespan shutdown, so without this /ready would still say "ready" during
+    the whole drain, and one stalled upload could hold the process for the whole body timeout.
+
+    First signal: ``on_first`` (readiness flips, stalled uploads get the drain timeout), then
+    the server's handler (uvicorn drains as usual). Second: ``on_second`` (cut stalled uploads
+    now), logged and *not* passed on, so uvicorn stays on its graceful path: requests answered,
+    lifespan shutdown run, the shutdown line written. Third: passed on (uvicorn's force quit).
+    Installed only in the main thread (where signals are delivered); in tests the app runs in
+    another thread and nothing is installed.
     """
 
-    def __init__(self, on_term: Callable[[], None]) -> None:
-        self.on_term = on_term
-        self.previous: Callable | int | None = None
-        self.installed = False
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(
+        self, on_first: Callable[[], None], on_second: Callable[[], None], logger: logging.Logger
+    ) -> None:
+        self.on_first = on_first
+        self.on_second = on_second
+        self.logger = logger
+        self.count = 0
+        self.previous: dict[int, Any] = {}
 
     def install(self) -> None:
-        """Put the hook in front of the current SIGTERM handler."""
+        """Put the hook in front of the current SIGINT and SIGTERM handlers."""
         if threading.current_thread() is not threading.main_thread():
             return
-        self.previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, self._handle)
-        self.installed = True
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.on_term()
-        if callable(self.previous):
-            self.previous(signum, frame)
-        elif self.previous != signal.SIG_IGN:  # no server handler: behave as by default
+        self.count += 1
+        if self.count == 1:
+            self.on_first()
+        elif self.count == 2:
+            self.logger.warning("second_signal", extra={"signal": signal.Signals(signum).name})
+            self.on_second()
+            return
+        previous = self.previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:  # no server handler: behave as by default
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
 
     def uninstall(self) -> None:
-        """Restore the previous handler (the server's), which decides how the process exits."""
-        if not self.installed:
-            return
-        signal.signal(signal.SIGTERM, self.previous)  # type: ignore[arg-type]
-        self.installed = False
+        """Restore the previous handlers (the server's), which decide how the process exits."""
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
+        self.previous.clear()
 
 
 # How this process's app(s) ended their drain: one entry per lifespan shutdown. A process-wide

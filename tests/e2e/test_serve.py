@@ -66,7 +66,7 @@ def test_launcher_drains_and_exits_0_even_on_a_second_signal(start, tmp_path, si
     returncode, outcomes = load_then_signal(server.url, server.proc, *signals)
     assert returncode == 0, server.log_text()
     check_drained(tmp_path, outcomes)
-    # The final stage's own handler (serving.limits.ShutdownSignals) takes the second signal:
+    # The final stage's own handler (serving.shutdown.ShutdownSignals) takes the second signal:
     # it logs it and hurries stalled uploads, and does not pass it on to the launcher.
     [second] = [x for x in request_log(tmp_path) if x["event"] == "second_signal"]
     assert second["signal"] == "SIGINT"

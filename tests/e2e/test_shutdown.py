@@ -16,7 +16,6 @@ import pytest
 from loadgen import check_nothing_dropped, load_then_signal
 
 from loadtest.launcher import StageServer
-from serving.shutdown import SigtermHook
 
 
 def final_stage(tmp_path: Path, env: dict[str, object]) -> StageServer:
@@ -113,31 +112,3 @@ def test_bad_setting_stops_the_process(tmp_path):
     assert returncode != 0
     assert "INFERENCE_MAX_BATCH_SIZE" in stderr
     assert "Traceback" not in stderr  # a message, not a stack
-
-
-class FakeServer:
-    """Stands in for uvicorn's Server: records the signal, like its handle_exit."""
-
-    def __init__(self) -> None:
-        self._captured_signals: list[int] = []
-        self.calls: list[str] = []
-
-    def handle_exit(self, signum, frame) -> None:
-        self._captured_signals.append(signum)
-        self.calls.append("server")
-
-
-def test_sigterm_hook_flips_first_then_hands_over():
-    fake = FakeServer()
-    original = signal.signal(signal.SIGTERM, fake.handle_exit)
-    try:
-        hook = SigtermHook(lambda: fake.calls.append("drain"))
-        hook.install()
-        signal.raise_signal(signal.SIGTERM)
-        assert fake.calls == ["drain", "server"]
-        hook.uninstall()
-        assert signal.getsignal(signal.SIGTERM) == fake.handle_exit
-        # The server's handler saw the signal; how the process exits is the launcher's call.
-        assert fake._captured_signals == [signal.SIGTERM]
-    finally:
-        signal.signal(signal.SIGTERM, original)

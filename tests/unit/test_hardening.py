@@ -17,10 +17,11 @@ import pytest
 import serving.logfile
 from serving.batcher import DynamicBatcher
 from serving.errors import MAX_ERRORS, clip, public_errors, summarize, without_paths
-from serving.limits import BodyTimeoutError, ReadTimeoutMiddleware, ReadTimeouts, ShutdownSignals
+from serving.limits import BodyTimeoutError, ReadTimeoutMiddleware, ReadTimeouts
 from serving.logfile import WholeLineFileHandler
 from serving.logs import configure_logging
 from serving.settings import SettingsError
+from serving.shutdown import ShutdownSignals
 
 
 def test_error_parts_are_clipped_and_encodable():

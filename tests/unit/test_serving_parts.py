@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -20,7 +21,7 @@ from serving.serve import (
     DrainingServer,
     parse_args,
 )
-from serving.shutdown import SigtermHook, drains_complete, record_drain
+from serving.shutdown import ShutdownSignals, drains_complete, record_drain
 from serving.state import DRAINING, NotReadyError, ServerState
 
 
@@ -60,23 +61,24 @@ def test_each_refusal_has_its_answer_and_reason(error, reason, status, detail, h
     assert (answer.status_code, answer.detail, answer.headers) == (status, detail, headers)
 
 
-# --- SIGTERM hook -----------------------------------------------------------------------------
-def test_sigterm_hook_flips_first_then_hands_over():
+# --- shutdown signals --------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_first_signal_flips_first_then_hands_over(sig):
     calls: list[str] = []
 
     def server_handler(signum, frame) -> None:
-        calls.append("server")
+        calls.append("server")  # uvicorn's handle_exit: the signal reaches the server
 
-    original = signal.signal(signal.SIGTERM, server_handler)
+    original = signal.signal(sig, server_handler)
     try:
-        hook = SigtermHook(lambda: calls.append("drain"))
+        hook = ShutdownSignals(lambda: calls.append("drain"), lambda: None, logging.getLogger("t"))
         hook.install()
-        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(sig)
         assert calls == ["drain", "server"]
         hook.uninstall()
-        assert signal.getsignal(signal.SIGTERM) == server_handler  # the server decides the exit
+        assert signal.getsignal(sig) == server_handler  # the server decides the exit
     finally:
-        signal.signal(signal.SIGTERM, original)
+        signal.signal(sig, original)
 
 
 def test_drain_outcomes_are_recorded(monkeypatch):
@@ -146,7 +148,7 @@ def test_sigterm_flips_readiness_before_the_launcher_starts_draining():
     server = DrainingServer(uvicorn.Config("inference_server:app"))
     state = ServerState()
     with server.capture_signals():
-        hook = SigtermHook(state.begin_drain)
+        hook = ShutdownSignals(state.begin_drain, lambda: None, logging.getLogger("t"))
         hook.install()
         signal.raise_signal(signal.SIGTERM)
         assert state.not_ready_reason() == DRAINING
