@@ -160,24 +160,6 @@ class ObservabilityMiddleware:
         self.count = metrics.enabled and "metrics" not in off
         self.access_log = "access_log" not in off
         self.request_ids = "request_id" not in off
-        # Label children, bound once per (method, route, status): .labels() costs a lock and a
-        # tuple on every call. Bounded: known methods x app routes x status codes.
-        self._counters: dict[tuple[str, str, int | str], Any] = {}
-        self._timers: dict[tuple[str, str], Any] = {}
-
-    def _observe(self, method: str, route: str, status: int | str, elapsed: float) -> None:
-        counter = self._counters.get((method, route, status))
-        if counter is None:
-            counter = self._counters[method, route, status] = self.metrics.requests.labels(
-                method, route, str(status)
-            )
-        timer = self._timers.get((method, route))
-        if timer is None:
-            timer = self._timers[method, route] = self.metrics.request_duration.labels(
-                method, route
-            )
-        counter.inc()
-        timer.observe(elapsed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -229,7 +211,7 @@ class ObservabilityMiddleware:
             if self.count:
                 self.metrics.in_progress.dec()
                 method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
-                self._observe(method, route, status, elapsed)
+                self.metrics.observe_request(method, route, str(status), elapsed)
             if self.access_log:
                 self._log_access(scope, request_id, route, status, elapsed, fields)
 

@@ -202,7 +202,7 @@ class WireObserver:
         """Log and count an answer the app never saw (the protocol wrote it itself)."""
         self.event(event)
         method = method if method in KNOWN_METHODS else "OTHER"  # the middleware's rule
-        self.metrics.requests.labels(method, "unmatched", str(status)).inc()
+        self.metrics.child(self.metrics.requests, method, "unmatched", str(status)).inc()
         self.logger.info(
             "request",
             extra={

@@ -8,6 +8,7 @@ set), the values live in shared files and /metrics sums the workers: see serving
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from fastapi.responses import Response
 from prometheus_client import (
@@ -95,7 +96,7 @@ class Metrics:
         )
         for reason in REJECTION_REASONS:  # export zeros, so rate() works from the start
             self.rejections.labels(reason)
-        self._label_children: dict[str, Counter] = {}
+        self._children: dict[tuple, Any] = {}
 
     def set_model(self, version: str, sklearn_version: str) -> None:
         """Record which model is loaded."""
@@ -112,16 +113,26 @@ class Metrics:
         for wait in queue_waits:
             self.queue_wait.observe(wait)
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, bound once: ``.labels()`` takes a lock and builds a tuple
+        on every call. Bounded by the label values the app uses (few, by design)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe_request(self, method: str, route: str, status: str, seconds: float) -> None:
+        """Count one answered request and time it (the middleware, once per request)."""
+        self.child(self.requests, method, route, status).inc()
+        self.child(self.request_duration, method, route).observe(seconds)
+
     def count_labels(self, labels: Iterable[str]) -> None:
         """Count returned predictions by label."""
         if not self.enabled:
             return
-        children = self._label_children
         for label in labels:
-            child = children.get(label)
-            if child is None:  # bound once per label: .labels() costs a lock per call
-                child = children[label] = self.predictions.labels(label)
-            child.inc()
+            self.child(self.predictions, label).inc()
 
     def response(self) -> Response:
         """The registry in Prometheus text format, for GET /metrics."""
