@@ -67,10 +67,6 @@ class JsonLineFormatter(logging.Formatter):
         return line
 
 
-# Kept under its old name: the access log is still encoded once per line.
-FormatOnceJsonFormatter = JsonLineFormatter
-
-
 class _UnflushedStreamHandler(logging.StreamHandler):
     """Writes a whole batch of lines in one ``write``, flushed once by the writer thread.
 
