@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from monitoring import drills, prom
 from sentiment_model import load_model
@@ -80,3 +83,21 @@ def test_read_log_includes_rotated_files_oldest_first(tmp_path):
     frame = drills.read_log(log)
     assert frame["request_id"].tolist() == ["a", "b", "c"]
     assert str(frame["status"].dtype) == "Int64"
+
+
+def test_every_runbook_link_lands_on_a_heading_of_its_lesson():
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    root = Path(__file__).resolve().parents[2]
+    rules = yaml.safe_load((root / "monitoring" / "rules" / "alerts.yml").read_text())
+    links = [
+        rule["annotations"]["runbook"]
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    assert links
+    for link in links:
+        path, anchor = link.split("#")
+        headings = re.findall(r"^#+ (.+)$", (root / path).read_text(), flags=re.M)
+        anchors = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+        assert anchor in anchors, f"{link}: no such heading"
