@@ -56,10 +56,13 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     # --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -------
     settings = settings or load_settings()
     PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
-    log = configure_logging(  # one file per worker; lines written off the event loop
-        worker_log_path(settings.log_path), settings.log_level, background=True
-    )
     metrics = Metrics(enabled="metrics" not in settings.bench_off)
+    log = configure_logging(  # one file per worker; lines written off the event loop
+        worker_log_path(settings.log_path),
+        settings.log_level,
+        background=True,
+        on_lost=metrics.log_lines_lost.inc,  # a full disk
+    )
 
     # --- Start-up: load the model in the background; /health answers meanwhile -------------
     async def load_and_start(state: ServerState) -> None:
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             max_queue=settings.max_queue,
             on_batch=observe_batch,
             on_queue_depth=metrics.queue_depth.set,  # explicit sets: right with several workers
+            on_drop=metrics.dropped_texts.inc,  # a text whose caller timed out or left
         )
         await batcher.start()
         metrics.set_model(model.version, model.metadata.sklearn_version)

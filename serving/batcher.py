@@ -99,6 +99,7 @@ class DynamicBatcher(Generic[R]):
         max_queue: int,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
+        on_drop: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1:
@@ -115,6 +116,7 @@ class DynamicBatcher(Generic[R]):
         # Told the queue depth at every change: a gauge set this way is right in every worker
         # process, where a callback read at scrape time reaches only the worker scraped.
         self._on_queue_depth = on_queue_depth
+        self._on_drop = on_drop
         self._clock = clock
         # The bound is enforced by submit() for a whole request at once (all-or-nothing).
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
@@ -279,6 +281,8 @@ class DynamicBatcher(Generic[R]):
         passed (under load the caller's own timer may not have fired yet). Counted."""
         if item.future.done() or item.expires_at <= asyncio.get_running_loop().time():
             self.dropped_texts += 1
+            if self._on_drop is not None:
+                self._on_drop()
             return True
         return False
 

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
 from starlette.exceptions import HTTPException
 
 from serving.asgi import KNOWN_METHODS, ASGIApp, Receive, Scope, Send, new_request_id
@@ -124,13 +122,11 @@ class ReadTimeouts:
         self.body_timeout_s = body_timeout_s
         self.drain_timeout_s = drain_timeout_s
         self.readers: set[_TimedReader] = set()
-        self.draining = False
         self.on_timeout: Callable[[], None] | None = None  # counts it (set by install_limits)
 
     def begin_drain(self, grace_s: float | None = None) -> None:
         """Shutdown: every body still being read must arrive within ``grace_s`` (default: the
         drain timeout). Safe to call from a signal handler (it runs on the event loop thread)."""
-        self.draining = True
         grace = self.drain_timeout_s if grace_s is None else grace_s
         self.body_timeout_s = min(self.body_timeout_s, grace)
         for reader in list(self.readers):
@@ -160,21 +156,6 @@ class ReadTimeoutMiddleware:
             self.timeouts.readers.discard(reader)
 
 
-class CallbackCounters(Collector):
-    """Counters whose values live elsewhere (a handler's or the batcher's own count)."""
-
-    def __init__(self) -> None:
-        self.sources: dict[str, tuple[str, Callable[[], float]]] = {}
-
-    def add(self, name: str, documentation: str, read: Callable[[], float]) -> None:
-        """Export ``name``_total with the value ``read()`` returns at scrape time."""
-        self.sources[name] = (documentation, read)
-
-    def collect(self):
-        for name, (documentation, read) in self.sources.items():
-            yield CounterMetricFamily(name, documentation, value=read())
-
-
 class WireObserver:
     """Logs and counts what happens on the wire outside the app: the protocol's own answers
     (431, 408, 400, 503 at accept time) and the events behind them."""
@@ -191,8 +172,6 @@ class WireObserver:
         )
         for event in LIMIT_EVENTS:
             self.events.labels(event)
-        self.counters = CallbackCounters()
-        metrics.registry.register(self.counters)
 
     def event(self, name: str) -> None:
         """Count one limit event."""
@@ -237,16 +216,4 @@ def install_limits(
     app.add_middleware(ReadTimeoutMiddleware, timeouts=timeouts)
     observer = wire = WireObserver(metrics, logger, settings)
     timeouts.on_timeout = lambda: wire.event("body_timeout")
-    wire.counters.add(
-        "inference_dropped_texts",
-        "Texts dropped before the model: their callers had timed out or gone away.",
-        lambda: getattr(
-            getattr(getattr(app.state, "server", None), "batcher", None), "dropped_texts", 0
-        ),
-    )
-    wire.counters.add(
-        "inference_log_lines_lost",
-        "Log lines that could not be written (disk full, file gone).",
-        lambda: sum(getattr(h, "lost", 0) for h in logger.handlers),
-    )
     return timeouts

@@ -11,16 +11,25 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 
 
 class WholeLineFileHandler(RotatingFileHandler):
     """RotatingFileHandler with one ``os.write`` per line (UTF-8, unencodable characters
-    escaped) and quiet failure: ``lost`` counts the records that could not be written."""
+    escaped) and quiet failure: ``lost`` counts the records that could not be written, and
+    ``on_lost`` (a metric's ``inc``) is told how many each time."""
 
-    def __init__(self, filename: str | os.PathLike, max_bytes: int, backup_count: int) -> None:
+    def __init__(
+        self,
+        filename: str | os.PathLike,
+        max_bytes: int,
+        backup_count: int,
+        on_lost: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__(filename, maxBytes=max_bytes, backupCount=backup_count, delay=True)
         self.lost = 0
+        self.on_lost = on_lost
         self.warned = False
         self.stream = self._open()  # opened now: an unusable path fails at start-up
 
@@ -95,6 +104,8 @@ class WholeLineFileHandler(RotatingFileHandler):
 
     def _lose(self, error: OSError, lines: int = 1) -> None:
         self.lost += lines
+        if self.on_lost is not None:
+            self.on_lost(lines)
         if not self.warned:
             self.warned = True
             print(

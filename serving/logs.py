@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from logging.handlers import QueueHandler
 from pathlib import Path
@@ -144,11 +145,6 @@ class BackgroundQueueHandler(QueueHandler):
                 handler.flush()
 
     @property
-    def lost(self) -> int:
-        """Lines its handlers could not write (a full disk): inference_log_lines_lost_total."""
-        return sum(getattr(h, "lost", 0) for h in self.targets)
-
-    @property
     def running(self) -> bool:
         """Whether the writer thread is still running."""
         return self._writer is not None
@@ -170,19 +166,24 @@ class BackgroundQueueHandler(QueueHandler):
 
 
 def configure_logging(
-    log_path: Path | str, level: str = "INFO", name: str = LOGGER_NAME, background: bool = False
+    log_path: Path | str,
+    level: str = "INFO",
+    name: str = LOGGER_NAME,
+    background: bool = False,
+    on_lost: Callable[[int], None] | None = None,
 ) -> logging.Logger:
     """Return the logger ``name``, writing JSON lines to ``log_path`` (rotated) and stdout.
 
     With ``background`` the caller only queues the record; a writer thread formats and writes
-    the queued records every 50 ms (``flush_logs`` writes them out now). Calling it again
+    the queued records every 50 ms (``flush_logs`` writes them out now). ``on_lost`` is told
+    how many lines the file could not take (a full disk). Calling it again
     replaces the handlers (a test or a reload may point it elsewhere).
     """
     formatter = JsonLineFormatter()
     log_path = Path(log_path)
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = WholeLineFileHandler(log_path, MAX_LOG_BYTES, LOG_BACKUPS)
+        file_handler = WholeLineFileHandler(log_path, MAX_LOG_BYTES, LOG_BACKUPS, on_lost)
     except OSError as e:  # read-only, under a file, a directory: say which setting to fix
         raise SettingsError(
             f"INFERENCE_LOG_PATH={str(log_path)!r}: cannot write the log file there "

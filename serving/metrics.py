@@ -78,6 +78,17 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # Counted where they happen (not read at scrape time): right with several workers too.
+        self.dropped_texts = Counter(
+            "inference_dropped_texts",
+            "Texts dropped before the model: their callers had timed out or gone away.",
+            registry=r,
+        )
+        self.log_lines_lost = Counter(
+            "inference_log_lines_lost",
+            "Log lines that could not be written (disk full, file gone).",
+            registry=r,
+        )
         self.predictions = Counter(
             "inference_predictions", "Texts classified, by label.", ["label"], registry=r
         )

@@ -145,3 +145,21 @@ def test_tasks_serve_workers_runs_the_launcher_that_prepares_the_metrics_dir(mon
     monkeypatch.setattr(serve, "Multiprocess", FakeSupervisor)
     assert serve.main(["--workers", "2", "--port", "0"]) == serve.EXIT_OK
     assert calls == ["prepare", "supervise 2", "run"]
+
+
+def test_counters_of_events_reach_the_scrape_with_several_workers(tmp_path):
+    """Dropped texts and lost log lines are counted where they happen, not read from the app at
+    scrape time: a multiprocess scrape (a fresh registry over the workers' files) has them."""
+    code = (
+        "from serving.metrics import Metrics\n"
+        "m = Metrics()\n"
+        "m.dropped_texts.inc()\n"
+        "m.log_lines_lost.inc(2)\n"
+        "print(m.response().body.decode())\n"
+    )
+    env = {**os.environ, multiprocess.ENV_VAR: str(tmp_path)}
+    scrape = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    assert "inference_dropped_texts_total 1.0" in scrape
+    assert "inference_log_lines_lost_total 2.0" in scrape
