@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from serving.context import RequestContext, with_request_id
+from serving.context import ABORTED, WIRE_STATUS, RequestContext, with_request_id
 from serving.metrics import Metrics
 
 Scope = MutableMapping[str, Any]
@@ -205,7 +205,7 @@ class ObservabilityMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or route_of(scope, self.app)
-            wire = scope.get("state", {}).get("wire_status")  # what the client got instead
+            wire = scope.get("state", {}).get(WIRE_STATUS)  # what the client got instead
             if wire is not None:
                 status = wire
             if self.count:
@@ -226,26 +226,39 @@ class ObservabilityMiddleware:
     ) -> None:
         """One access-log line; the logger formats and writes it (off the loop if configured).
         ``status`` is "aborted" when the client left before an answer was sent."""
-        aborted = status == "aborted"
-        self.logger.log(
-            # 500 is a bug; 503/504 are the server protecting itself; 4xx are the caller's.
-            logging.ERROR
-            if status == 500
-            else logging.WARNING
-            if isinstance(status, int) and status > 500
-            else logging.INFO,
-            "request",
-            extra={
+        log_request(
+            self.logger,
+            status,
+            {
                 "request_id": request_id,
                 "method": scope["method"],
                 "path": scope["path"],
                 "route": route,
-                "status": None if aborted else status,
                 "latency_ms": round(elapsed * 1000, 3),
                 **fields,
-                **({"aborted": True} if aborted else {}),
             },
         )
+
+
+def log_request(logger: logging.Logger, status: int | str, fields: dict[str, Any]) -> None:
+    """The access-log line of one answer, the middleware's and the protocol's own (through
+    ``serving.limits.WireObserver``): ``status`` is ``ABORTED`` when the client left before an
+    answer was sent, and the level says whose problem it was."""
+    if status == ABORTED:
+        fields["status"] = None
+        fields["aborted"] = True
+    else:
+        fields["status"] = status
+    logger.log(
+        # 500 is a bug; 503/504 are the server protecting itself; 4xx are the caller's.
+        logging.ERROR
+        if status == 500
+        else logging.WARNING
+        if isinstance(status, int) and status > 500
+        else logging.INFO,
+        "request",
+        extra=fields,
+    )
 
 
 def route_of(scope: Scope, app: Any) -> str:

@@ -14,6 +14,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 SCOPE_KEY = "inference.request_context"  # an extension key of the ASGI scope
+# scope["state"] key: what the client actually received when it differs from what the app sent
+# (an int status written by serving/protocol.py, or ABORTED when the client went away first).
+WIRE_STATUS = "wire_status"
+ABORTED = "aborted"
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from serving.context import context_of, with_request_id
+from serving.context import ABORTED, WIRE_STATUS, context_of, with_request_id
 
 # Error bodies and log lines never echo the input: each problem is its location and pydantic's
 # message, clipped, and at most MAX_ERRORS of them, whatever the body holds (a 1 MB body of
@@ -66,7 +66,7 @@ def without_paths(message: str) -> str:
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """Like FastAPI's default, plus ``request_id``."""
     if isinstance(exc.__cause__, ClientDisconnect):  # nobody left to answer
-        request.scope.setdefault("state", {}).setdefault("wire_status", "aborted")
+        request.scope.setdefault("state", {}).setdefault(WIRE_STATUS, ABORTED)
         return JSONResponse({"detail": "client disconnected"}, 400)
     if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
         problem = "body is nested too deeply"  # json.loads gives up near 1,000 levels

@@ -23,15 +23,13 @@ from typing import Any
 from prometheus_client import Counter
 from starlette.exceptions import HTTPException
 
-from serving.asgi import KNOWN_METHODS, ASGIApp, Receive, Scope, Send, new_request_id
+from serving import context
+from serving.asgi import KNOWN_METHODS, ASGIApp, Receive, Scope, Send, log_request, new_request_id
 from serving.metrics import Metrics
 
 # scope["extensions"] key set by serving/protocol.py: the connection enforces the read timeouts.
 WIRE_TIMEOUTS = "inference.read_timeouts"
-# scope["state"] key: what the client actually received when it differs from what the app sent
-# (an int status written by the protocol, or ABORTED when the client went away first).
-WIRE_STATUS = "wire_status"
-ABORTED = "aborted"
+WIRE_STATUS, ABORTED = context.WIRE_STATUS, context.ABORTED  # read by serving/protocol.py
 LIMIT_EVENTS = (
     "header_too_large",
     "header_timeout",
@@ -115,8 +113,14 @@ class _TimedReader:
             self.handle = loop.call_later(delay, self._expire)
 
 
+# Connections of serving/protocol.py (which time the body themselves): shutdown shortens their
+# body reads too. One app per process, like ``observer``.
+wire_readers: set[Any] = set()
+
+
 class ReadTimeouts:
-    """The open body reads of one app, so shutdown can shorten them all."""
+    """The open body reads of one app, so shutdown can shorten them all: the ASGI ones
+    (``readers``) and, under the protocol class, the connections' own (``wire_readers``)."""
 
     def __init__(self, body_timeout_s: float, drain_timeout_s: float) -> None:
         self.body_timeout_s = body_timeout_s
@@ -129,7 +133,7 @@ class ReadTimeouts:
         drain timeout). Safe to call from a signal handler (it runs on the event loop thread)."""
         grace = self.drain_timeout_s if grace_s is None else grace_s
         self.body_timeout_s = min(self.body_timeout_s, grace)
-        for reader in list(self.readers):
+        for reader in [*self.readers, *wire_readers]:
             reader.shorten(grace)
 
 
@@ -182,14 +186,14 @@ class WireObserver:
         self.event(event)
         method = method if method in KNOWN_METHODS else "OTHER"  # the middleware's rule
         self.metrics.child(self.metrics.requests, method, "unmatched", str(status)).inc()
-        self.logger.info(
-            "request",
-            extra={
+        log_request(  # the access-log line, as the middleware writes it (503 a warning)
+            self.logger,
+            status,
+            {
                 "request_id": new_request_id(),
                 "method": method,
                 "path": path[:200],
                 "route": "unmatched",
-                "status": status,
                 "latency_ms": 0.0,
                 "error_type": event,
                 "error": detail,

@@ -70,10 +70,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.connections) > self.max_connections:
             self._answer(503, "too many open connections, retry later", "connection_refused")
             return
+        limits.wire_readers.add(self)  # a signal shortens the body read (ReadTimeouts)
         self._arm(self.header_timeout_s)  # a connection that never says anything
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        limits.wire_readers.discard(self)
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             # The client never got a (whole) answer: the app's line must not claim one.
@@ -82,11 +84,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         super().shutdown()
-        if self.phase == BODY and self.read_timer is not None:
-            loop_time = self.loop.time()
-            if self.read_deadline - loop_time > self.drain_timeout_s:
-                self._disarm()
-                self._arm(self.drain_timeout_s)
+        self.shorten(self.drain_timeout_s)  # also for stages 1-3, which have no signal hook
+
+    def shorten(self, seconds: float) -> None:
+        """A body still being read must arrive within ``seconds`` from now (shutdown)."""
+        late = self.read_timer is not None and self.read_deadline - self.loop.time() > seconds
+        if self.phase == BODY and late:
+            self._disarm()
+            self._arm(seconds)
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
