@@ -30,39 +30,19 @@ import signal
 import sys
 from pathlib import Path
 
-from loadtest.config import (
-    LAYERS,
-    PLOTS_DIR,
-    PROFILES,
-    RESULTS_ROOT,
-    BenchConfig,
-    configured_batch_size,
-    configured_wait_ms,
-    final_stage_settings,
-    machine_info,
-    new_run_dir,
-)
-from loadtest.launcher import ROOT, StageServer, free_port, stop_process, trim_log
-from loadtest.promtext import histogram_buckets, histogram_delta, histogram_mean, mean_from_buckets
-from loadtest.report import (
-    batch_rows,
-    evaluate_targets,
-    headline_table,
-    layers_table,
-    report_markdown,
-)
+from loadtest.config import PROFILES, RESULTS_ROOT, BenchConfig, final_stage_settings
+from loadtest.launcher import ROOT, StageServer
+from loadtest.promtext import histogram_delta
+from loadtest.report import evaluate_targets, headline_table
 from loadtest.runner import SERVERS, report, run, run_wait_sweep
-from loadtest.steps import SUMMARY_COLUMNS, Step, run_half_load, run_ladder, run_step, tidy
-from serving.stages import BASELINE_STAGE, FINAL_STAGE, STAGES
+from loadtest.steps import run_ladder
+from serving.stages import STAGES
 
+# What the notebooks and tests use as ``bench.<name>``, besides this module's own functions.
 __all__ = [
-    "BASELINE_STAGE", "FINAL_STAGE", "LAYERS", "PLOTS_DIR", "PROFILES", "RESULTS_ROOT", "ROOT",
-    "SERVERS", "STAGES", "SUMMARY_COLUMNS", "BenchConfig", "StageServer", "Step", "batch_rows",
-    "configured_batch_size", "configured_wait_ms", "evaluate_targets", "final_stage_settings",
-    "free_port", "headline_table", "histogram_buckets", "histogram_delta", "histogram_mean",
-    "layers_table", "machine_info", "main", "mean_from_buckets", "new_run_dir", "parse_args",
-    "report", "report_markdown", "run", "run_half_load", "run_ladder", "run_step",
-    "run_wait_sweep", "stop_process", "tidy", "trim_log",
+    "RESULTS_ROOT", "ROOT", "STAGES", "BenchConfig", "StageServer", "evaluate_targets",
+    "final_stage_settings", "headline_table", "histogram_delta", "main", "parse_args", "run",
+    "run_ladder", "run_wait_sweep",
 ]  # fmt: skip
 
 BENCH_STAGES = [s for s in SERVERS if s != "reference"]  # the reference has its own switch

@@ -6,20 +6,20 @@
 Starts one final-stage server per configuration (``INFERENCE_BENCH_OFF``, a benchmark-only
 setting: ``metrics``, ``access_log``, ``request_id``, ``batcher``), each a real uvicorn process on
 127.0.0.1 pinned to CPU 0, all at once, and drives them in turn with a small closed-loop HTTP/1.1
-client (keep-alive, ``--connections`` connections, ``POST /predict``, real test-split texts)
-pinned to CPU 1. Rounds are interleaved (every configuration once per round, in a rotating
-order), so a neighbour that takes the CPU for a while disturbs every configuration alike; the
-table shows the median and the range over the rounds. With the server on one core and
-saturated, ``1e6 / req_s`` is the server's CPU time per request, so the difference between two
-rows is what the layers switched off between them cost, in microseconds. Every server is stopped
-by its PID at the end; logs go to a temporary directory, never to ``logs/``.
+client (:func:`loadtest.rawhttp.closed_loop`: keep-alive, ``--connections`` connections,
+``POST /predict``, real test-split texts) pinned to CPU 1. Rounds are interleaved (every
+configuration once per round, in a rotating order), so a neighbour that takes the CPU for a
+while disturbs every configuration alike; the table shows the median and the range over the
+rounds. With the server on one core and saturated, ``1e6 / req_s`` is the server's CPU time per
+request, so the difference between two rows is what the layers switched off between them cost,
+in microseconds. Every server is stopped by its PID at the end; logs go to a temporary
+directory, never to ``logs/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 
 from loadtest.launcher import CLIENT_CPU, StageServer
+from loadtest.rawhttp import closed_loop, predict_body, request_bytes
 from sentiment_model.throughput import pinned_to_cpu
 
 SATURATED_PCT = 80  # a step counts when both servers compared used >= 80 % of their core
@@ -43,44 +44,17 @@ CONFIGS: dict[str, str] = {
 }
 
 
-def request_bytes(port: int, texts: list[str]) -> list[bytes]:
+def predict_requests(texts: list[str]) -> list[bytes]:
     """One complete HTTP/1.1 ``POST /predict`` request per text, keep-alive."""
-    out = []
-    for text in texts:
-        body = json.dumps({"text": text}).encode()
-        head = (
-            f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        out.append(head.encode() + body)
-    return out
-
-
-async def _connection(port: int, requests: list[bytes], offset: int, until: float, tally: dict):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    i = offset
-    try:
-        while time.perf_counter() < until:
-            writer.write(requests[i % len(requests)])
-            i += 1
-            head = await reader.readuntil(b"\r\n\r\n")
-            start = head.lower().find(b"content-length:") + 15
-            length = int(head[start : head.find(b"\r\n", start)])
-            await reader.readexactly(length)
-            tally["ok" if head[9:12] == b"200" else "failed"] += 1
-    finally:
-        writer.close()
+    return [request_bytes("/predict", predict_body(text)) for text in texts]
 
 
 async def _drive(port: int, requests: list[bytes], connections: int, seconds: float) -> dict:
-    tally = {"ok": 0, "failed": 0}
-    until = time.perf_counter() + seconds
-    step = max(1, len(requests) // connections)
+    """Answered 200 (``ok``), anything else (``failed``), and the seconds from the first request
+    to the last answer (requests in flight at the deadline are waited for and counted)."""
     started = time.perf_counter()
-    await asyncio.gather(
-        *(_connection(port, requests, c * step, until, tally) for c in range(connections))
-    )
-    return tally | {"seconds": time.perf_counter() - started}
+    ok, failed, _ = await closed_loop(port, requests, seconds, connections)
+    return {"ok": ok, "failed": failed, "seconds": time.perf_counter() - started}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -97,7 +71,7 @@ def drive(
     Returns req/s (wall clock: moved by anything else running on the machine) and the server's
     CPU time per request (all its threads: barely moved by neighbours, the robust figure).
     """
-    requests = request_bytes(port, texts)
+    requests = predict_requests(texts)
     asyncio.run(_drive(port, requests, connections, warm_s))
     cpu_before = cpu_seconds(pid)
     result = asyncio.run(_drive(port, requests, connections, seconds))

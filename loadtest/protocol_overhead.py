@@ -1,9 +1,10 @@
 """What the protocol class costs: the final stage with uvicorn's httptools protocol and with
 ``serving.protocol:LimitedHttpToolsProtocol``, under the same short closed-loop load.
 
-Both servers run at once (server on CPU 0, this client on CPU 1 when there are two); the load
-alternates between them in short rounds, so machine noise lands on both alike. Bounded: about
-``2 * rounds * seconds`` seconds; 127.0.0.1 only; the servers are stopped by PID.
+Both servers run at once (started first, each pinned to CPU 0; then this client pins only its
+load to CPU 1, when there are two); the load alternates between them in short rounds, so
+machine noise lands on both alike. Bounded: about ``2 * rounds * seconds`` seconds; 127.0.0.1
+only; the servers are stopped by PID.
 
     python -m loadtest.protocol_overhead --rounds 6 --seconds 5 --connections 32
     python -m loadtest.protocol_overhead --micro   # the HTTP layer alone, in-process
@@ -24,10 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadtest.launcher import StageServer
+from loadtest.launcher import CLIENT_CPU, StageServer
 from loadtest.rawhttp import closed_loop, predict_body, request_bytes
+from sentiment_model.throughput import pinned_to_cpu
+from serving.serve import PROTOCOL
 
-PROTOCOL = "serving.protocol:LimitedHttpToolsProtocol"
 TEXT = "A warm, funny film with a clever script and two lovely performances."
 
 
@@ -123,8 +125,6 @@ def main() -> None:
     if args.micro:
         print(json.dumps(micro(), indent=2))
         return
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, {1})
     raw = request_bytes("/predict", predict_body(TEXT))
     variants = {
         "httptools": ("-m", "uvicorn", "--http", "httptools"),
@@ -140,18 +140,19 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in servers}
     p99s: dict[str, list[float]] = {name: [] for name in servers}
     try:
-        for server in servers.values():
+        for server in servers.values():  # pinned to CPU 0 (taskset), from our full CPU set
             server.start()
-        for server in servers.values():  # warm-up
-            asyncio.run(closed_loop(server.port, raw, 1.0, args.connections))
-        for _ in range(args.rounds):
-            for name, server in servers.items():
-                ok, other, latencies = asyncio.run(
-                    closed_loop(server.port, raw, args.seconds, args.connections)
-                )
-                rates[name].append(ok / args.seconds)
-                p99s[name].append(statistics.quantiles(latencies, n=100)[98])
-                assert other == 0, f"{name}: {other} requests not answered 200"
+        with pinned_to_cpu(CLIENT_CPU):  # then only the load generation goes to CPU 1
+            for server in servers.values():  # warm-up
+                asyncio.run(closed_loop(server.port, raw, 1.0, args.connections))
+            for _ in range(args.rounds):
+                for name, server in servers.items():
+                    ok, other, latencies = asyncio.run(
+                        closed_loop(server.port, raw, args.seconds, args.connections)
+                    )
+                    rates[name].append(ok / args.seconds)
+                    p99s[name].append(statistics.quantiles(latencies, n=100)[98])
+                    assert other == 0, f"{name}: {other} requests not answered 200"
     finally:
         for server in servers.values():
             server.stop()

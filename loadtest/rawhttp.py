@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 
 
 def request_bytes(path: str, body: bytes, extra: bytes = b"") -> bytes:
@@ -70,27 +71,38 @@ class Connection:
 
 
 async def closed_loop(
-    port: int, raw: bytes, seconds: float, connections: int
+    port: int, raw: bytes | Sequence[bytes], seconds: float, connections: int
 ) -> tuple[int, int, list[float]]:
-    """``connections`` clients, each sending ``raw`` again as soon as it is answered.
-    Returns (answered 200, other, latencies in ms)."""
+    """``connections`` clients, each sending its next request as soon as it is answered.
+
+    ``raw`` is one request, sent again and again, or a sequence of requests that each client
+    cycles through, the clients starting at offsets spread over the sequence (so they do not
+    send the same request at the same time). No request starts after ``seconds``; those in
+    flight then are still answered and counted. Returns (answered 200, other, latencies in ms).
+    """
+    requests = [raw] if isinstance(raw, (bytes, bytearray)) else list(raw)
+    if not requests:
+        raise ValueError("closed_loop needs at least one request")
+    step = max(1, len(requests) // connections)
     deadline = time.monotonic() + seconds
     latencies: list[float] = []
     other = 0
 
-    async def client() -> None:
+    async def client(offset: int) -> None:
         nonlocal other
         conn = Connection(port)
+        i = offset
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            status, _ = await conn.send(raw)
+            status, _ = await conn.send(requests[i % len(requests)])
+            i += 1
             if status == 200:
                 latencies.append((time.perf_counter() - started) * 1000)
             else:
                 other += 1
         await conn.close()
 
-    await asyncio.gather(*(client() for _ in range(connections)))
+    await asyncio.gather(*(client(c * step) for c in range(connections)))
     return len(latencies), other, latencies
 
 

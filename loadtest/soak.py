@@ -13,7 +13,7 @@ one ``/predict/batch`` of 8 in ten. Mixed in, all the time:
 
 Reports the normal requests' p50 / p99 / max, the server's RSS every 5 s, every status seen,
 and the 500s (seen by the clients and counted by the server). 127.0.0.1 only; the server is
-started and stopped by PID.
+started and stopped by PID, on CPU 0, and the clients run on CPU 1 when there are two.
 
     python -m loadtest.soak --seconds 180 --out benchmarks/results/soak
 """
@@ -35,10 +35,11 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.launcher import StageServer
+from loadtest.launcher import CLIENT_CPU, StageServer
 from loadtest.rawhttp import Connection, predict_body, request_bytes
+from sentiment_model.throughput import pinned_to_cpu
+from serving.serve import PROTOCOL
 
-PROTOCOL = "serving.protocol:LimitedHttpToolsProtocol"
 TEXTS = [
     "A warm, funny film with a clever script and two lovely performances.",
     "Dull, overlong and badly acted; I nearly walked out halfway through.",
@@ -244,17 +245,16 @@ def main() -> None:
     parser.add_argument("--control", action="store_true", help="normal traffic only")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, {1})  # the server is on CPU 0
     launcher = ("-m", "uvicorn") if args.plain else ("-m", "uvicorn", "--http", PROTOCOL)
     log_dir = tempfile.mkdtemp(prefix="soak-")  # the server's JSON log: not the student's logs/
     env = {"INFERENCE_LOG_PATH": str(Path(log_dir) / "requests.log")}
     server = StageServer("batched", env=env, launcher=launcher)
     load_before = os.getloadavg()
     try:
-        server.start()
-        soak = Soak(server, args)
-        asyncio.run(soak.run())
+        server.start()  # pinned to CPU 0 (taskset), from this process's full CPU set
+        with pinned_to_cpu(CLIENT_CPU):  # then only the load generation goes to CPU 1
+            soak = Soak(server, args)
+            asyncio.run(soak.run())
         count_500 = server_500s(server.url)
         limits = [
             line

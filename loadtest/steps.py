@@ -309,20 +309,3 @@ def run_ladder(
     payloads = ensure_payload_file(run_dir)
     steps = [Step("ladder", profile, n, batch_share=batch_share) for n in users]
     return tidy(run_steps(server, steps, duration, run_dir, payloads, progress=log, on_row=None))
-
-
-def run_half_load(
-    server: StageServer,
-    profile: str,
-    offered_rps: float,
-    users: int = 16,
-    duration: float = 3.0,
-    run_dir: Path | None = None,
-) -> pd.DataFrame:
-    """One paced step: ``users`` users sending ``offered_rps`` requests/s in total."""
-    if offered_rps <= 0:
-        raise ValueError("offered_rps must be > 0")
-    run_dir = Path(run_dir) if run_dir else new_run_dir(quick=True)
-    payloads = ensure_payload_file(run_dir)
-    step = Step("half_load", profile, users, user_rate=offered_rps / users)
-    return tidy(run_steps(server, [step], duration, run_dir, payloads, on_row=None))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from loadtest import layers
@@ -44,7 +46,8 @@ def test_unbounded_runs_are_refused(argv):
 
 
 def test_requests_are_complete_http_messages():
-    [raw] = layers.request_bytes(8123, ["Café!"])
+    [raw] = layers.predict_requests(["Café!"])
     head, body = raw.split(b"\r\n\r\n")
-    assert head.startswith(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:8123")
+    assert head.startswith(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     assert f"Content-Length: {len(body)}".encode() in head
+    assert json.loads(body) == {"text": "Café!"}
