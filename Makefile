@@ -20,4 +20,4 @@ bench:          ## load-test every stage and plot the results
 lint:           ## ruff check + format check
 	$(PYTHON) tasks.py lint
 monitor:        ## Prometheus on 127.0.0.1:9090, scraping the server on :8000 (Ctrl-C stops it)
-	$(PYTHON) tasks.py monitor
+	$(PYTHON) tasks.py monitor $(ARGS)

@@ -68,7 +68,7 @@ def step(title: str, estimate: str, *cmd: str | Path) -> None:
     print(f"{title} (usually {estimate}) ...", flush=True)
     start = last_note = time.monotonic()
     tty = sys.stdout.isatty()
-    seen = {"lines": 0, "packages": 0, "last": ""}
+    seen = {"packages": 0, "last": ""}
     with open(SETUP_LOG, "a", encoding="utf-8") as log:
         log.write(f"\n$ {' '.join(map(str, cmd))}\n")
         log.flush()
@@ -118,8 +118,9 @@ def requirements_digest() -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def setup() -> None:
-    """Create .venv, install the pinned requirements and this project, train the model."""
+def setup(train: bool = True) -> None:
+    """Create .venv, install the pinned requirements and this project; with ``train``, train the
+    default model if models/LATEST is missing (``model`` trains it itself)."""
     if sys.version_info < (3, 10):  # noqa: UP036 - tasks.py may be started by any python3
         sys.exit(f"Python 3.10 or newer is needed; this is {sys.version.split()[0]}")
     wanted = requirements_digest()
@@ -145,8 +146,13 @@ def setup() -> None:
         )
         STAMP.write_text(wanted)
         print(f"setup: .venv ready in {minutes(time.monotonic() - start)}", flush=True)
-    if not (ROOT / "models" / "LATEST").is_file():
-        print("setup: training the default model, once (usually 20-90 s) ...", flush=True)
+    if not train:
+        return
+    latest = ROOT / "models" / "LATEST"
+    if latest.is_file():  # checked here: no Python process importing scikit-learn to find out
+        print(f"default model present: {latest.read_text().strip()}", flush=True)
+        return
+    print("setup: training the default model, once (usually 20-90 s) ...", flush=True)
     run(PY, "-m", "sentiment_model.train", "--if-missing", "--models-root", ROOT / "models")
 
 
@@ -343,9 +349,10 @@ def lab(args: list[str]) -> int:
     return run_child(cmd, interrupt=signal.SIGTERM)
 
 
-def in_venv(*cmd: str | Path, stop_is_clean: bool = True) -> int:
-    """Set up, then run ``.venv/bin/python cmd...`` as a child that signals reach."""
-    setup()
+def in_venv(*cmd: str | Path, stop_is_clean: bool = True, train: bool = True) -> int:
+    """Set up (``train``: see :func:`setup`), then run ``.venv/bin/python cmd...`` as a child
+    that signals reach."""
+    setup(train)
     print("+", " ".join(map(str, [PY, *cmd])), flush=True)
     return run_child([PY, *cmd], stop_is_clean=stop_is_clean)
 
@@ -359,17 +366,27 @@ def lint(_args: list[str]) -> int:
 
 
 def monitor(args: list[str]) -> int:
-    """Run Prometheus with monitoring/prometheus.yml until Ctrl-C (or say how to install it)."""
-    from monitoring.prom import main as run_prometheus  # standard library only
+    """Run Prometheus with monitoring/prometheus.yml until Ctrl-C or SIGTERM (exit 0), or say how
+    to install it (exit 1). ``args`` go to Prometheus and replace our flag of the same name,
+    e.g. ``--web.listen-address=127.0.0.1:9191``."""
+    from monitoring import prom  # standard library only: no set-up needed
 
-    return run_prometheus(args)
+    binary = prom.find_binary()
+    if binary is None:
+        print(prom.install_help(), file=sys.stderr)
+        return 1
+    prom.DATA_DIR.mkdir(parents=True, exist_ok=True)
+    cmd = prom.command(binary, overrides=args)
+    print("+", " ".join(cmd), flush=True)
+    print("Prometheus scrapes 127.0.0.1:8000 (`make serve`); Ctrl-C stops it.", flush=True)
+    return run_child(cmd)  # Prometheus exits 0 after a graceful shutdown (SIGINT or SIGTERM)
 
 
 COMMANDS = {  # name -> function(args) returning an exit status
     "setup": lambda args: setup() or 0,
     "serve": serve,
     "test": test,
-    "model": lambda args: in_venv("-m", "sentiment_model.train", *args),
+    "model": lambda args: in_venv("-m", "sentiment_model.train", *args, train=False),
     "lab": lab,
     "bench": lambda args: in_venv("-m", "loadtest.bench", *args, stop_is_clean=False),
     "monitor": monitor,

@@ -1,17 +1,16 @@
-"""Find and run Prometheus (standard library only, so ``tasks.py`` can use it before .venv).
+"""Find Prometheus and build its command line (standard library only, so ``tasks.py`` can use
+it before .venv).
 
-``python3 tasks.py monitor`` runs :func:`main`: Prometheus with ``monitoring/prometheus.yml``
+``python3 tasks.py monitor`` runs :func:`command`: Prometheus with ``monitoring/prometheus.yml``
 (scrapes the server on 127.0.0.1:8000), its data in ``monitoring/data/`` (git-ignored) and its
-web UI and HTTP API on http://127.0.0.1:9090. Ctrl-C or SIGTERM stops it cleanly (exit 0).
+web UI and HTTP API on http://127.0.0.1:9090, as a child of tasks.py that Ctrl-C or SIGTERM stops
+cleanly (exit 0); without the binary it prints :func:`install_help`.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,52 +64,19 @@ def command(
     data_dir: Path = DATA_DIR,
     listen: str = LISTEN,
     retention: str = "2d",
+    overrides: Sequence[str] = (),
 ) -> list[str]:
-    """The Prometheus command line: our config, our data folder, listening on ``listen`` only."""
-    return [
-        binary,
+    """The Prometheus command line: our config, our data folder, listening on ``listen`` only.
+
+    ``overrides`` (a user's flags) are appended and replace our flag of the same name
+    (Prometheus refuses a flag given twice), e.g. ``--web.listen-address=127.0.0.1:9191``.
+    """
+    ours = [
         f"--config.file={config}",
         f"--storage.tsdb.path={data_dir}",
         f"--storage.tsdb.retention.time={retention}",
         f"--web.listen-address={listen}",
         "--log.level=warn",
     ]
-
-
-def main(args: Sequence[str] = ()) -> int:
-    """Run Prometheus in the foreground until Ctrl-C or SIGTERM; return its exit code.
-
-    Extra ``args`` go to Prometheus and replace our flag of the same name (Prometheus refuses a
-    flag given twice), e.g. ``--web.listen-address=127.0.0.1:9191``.
-    """
-    binary = find_binary()
-    if binary is None:
-        print(install_help(), file=sys.stderr)
-        return 1
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    given = {a.split("=", 1)[0] for a in args}
-    cmd = [c for c in command(binary) if c.split("=", 1)[0] not in given] + list(args)
-    print("+", " ".join(cmd), flush=True)
-    print("Prometheus scrapes 127.0.0.1:8000 (`make serve`); Ctrl-C stops it.", flush=True)
-    proc = subprocess.Popen(cmd, cwd=MONITORING)
-    stopping = False
-
-    def forward(signum: int, _frame) -> None:
-        # Ctrl-C reaches the whole process group; SIGTERM (from a supervisor) only us: pass it on.
-        nonlocal stopping
-        stopping = True
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code = proc.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    # Prometheus exits 0 after a clean shutdown; a signal we forwarded is a clean stop too.
-    return 0 if stopping and code in (0, -signal.SIGTERM, -signal.SIGINT) else code
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    given = {a.split("=", 1)[0] for a in overrides}
+    return [binary, *(f for f in ours if f.split("=", 1)[0] not in given), *overrides]

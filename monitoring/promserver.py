@@ -21,13 +21,13 @@ from loadtest.launcher import free_port, stop_process
 from monitoring.prom import RULES_DIR, command, find_binary, install_help
 
 
-def prometheus_config(target: str, rules_dir: Path = RULES_DIR, interval: str = "1s") -> str:
-    """A Prometheus configuration (YAML) that scrapes ``target`` (host:port) as job inference."""
-    rules = sorted(str(p) for p in Path(rules_dir).glob("*.yml"))
+def prometheus_config(target: str) -> str:
+    """A Prometheus configuration (YAML) that scrapes ``target`` (host:port) as job inference
+    every second, with the course's rules (``monitoring/rules/*.yml``)."""
+    rules = sorted(str(p) for p in RULES_DIR.glob("*.yml"))
     rule_lines = "".join(f"  - {r}\n" for r in rules)
     return (
-        f"global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n"
-        f"  evaluation_interval: {interval}\n"
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
         f"rule_files:\n{rule_lines}"
         "scrape_configs:\n  - job_name: inference\n    static_configs:\n"
         f'      - targets: ["{target}"]\n'
@@ -42,13 +42,10 @@ class Prometheus:
     repository. Use as a context manager or call :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(
-        self, server_url: str, port: int | None = None, rules_dir: Path = RULES_DIR
-    ) -> None:
+    def __init__(self, server_url: str) -> None:
         self.target = server_url.split("://", 1)[-1].rstrip("/")
-        self.port = port or free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.rules_dir = Path(rules_dir)
         self.proc: subprocess.Popen | None = None
         self.workdir: Path | None = None
 
@@ -59,7 +56,7 @@ class Prometheus:
             raise FileNotFoundError(install_help())
         self.workdir = Path(tempfile.mkdtemp(prefix="prometheus-drill-"))
         config = self.workdir / "prometheus.yml"
-        config.write_text(prometheus_config(self.target, self.rules_dir))
+        config.write_text(prometheus_config(self.target))
         cmd = command(binary, config, self.workdir / "data", f"127.0.0.1:{self.port}")
         self._out = open(self.workdir / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=self._out, stderr=self._out)
@@ -110,35 +107,21 @@ class Prometheus:
         result = self.query(expr)
         return float(result[0]["value"][1]) if result else default
 
-    def range(
-        self,
-        expr: str,
-        start: float,
-        end: float | None = None,
-        step: float = 1.0,
-        label: str | None = None,
-    ) -> pd.DataFrame:
-        """A range query as a DataFrame: one column per series, indexed by seconds since
-        ``start`` (a ``time.time()`` value). Columns are named by ``label``'s value, or by the
-        series' labels, or ``value`` for a series without labels."""
+    def range(self, expr: str, start: float, end: float | None = None) -> pd.DataFrame:
+        """A range query (one point a second) as a DataFrame: one column per series, indexed by
+        seconds since ``start`` (a ``time.time()`` value). Columns are named by the series'
+        labels (``job`` left out), or ``value`` for a series without labels."""
         end = time.time() if end is None else end
-        data = self._get("query_range", query=expr, start=start, end=end, step=step)
+        data = self._get("query_range", query=expr, start=start, end=end, step=1.0)
         columns = {}
         for series in data["result"]:
             metric = {k: v for k, v in series["metric"].items() if k != "__name__"}
-            if label:
-                name = metric.get(label, "")
-            else:
-                name = ",".join(f"{k}={v}" for k, v in sorted(metric.items()) if k != "job")
+            name = ",".join(f"{k}={v}" for k, v in sorted(metric.items()) if k != "job")
             values = {float(t) - start: float(v) for t, v in series["values"]}
             columns[name or "value"] = pd.Series(values)
         frame = pd.DataFrame(columns).sort_index()
         frame.index.name = "seconds"
         return frame
-
-    def targets_up(self) -> bool:
-        """Whether the last scrape of the server succeeded."""
-        return self.value('up{job="inference"}', 0.0) == 1.0
 
     def alerts(self) -> pd.DataFrame:
         """``/api/v1/alerts``: every pending or firing alert, one row each."""
@@ -160,20 +143,10 @@ class Prometheus:
         columns = ["alertname", "state", "severity", "active_at", "value", "labels", "summary"]
         return pd.DataFrame(rows, columns=[*columns, "runbook"])
 
-    def wait_for_alert(
-        self, name: str, state: str = "firing", timeout: float = 60.0, poll: float = 0.5
-    ) -> dict | None:
-        """Poll ``/api/v1/alerts`` until alert ``name`` is in ``state`` (firing, or pending:
-        pending or firing); return its row as a dict plus ``waited_s``, or None at ``timeout``."""
-        started = time.monotonic()
-        wanted = {"firing"} if state == "firing" else {"pending", "firing"}
-        while time.monotonic() - started < timeout:
-            alerts = self.alerts()
-            hit = alerts[(alerts["alertname"] == name) & alerts["state"].isin(wanted)]
-            if len(hit):
-                return hit.iloc[0].to_dict() | {"waited_s": round(time.monotonic() - started, 1)}
-            time.sleep(poll)
-        return None
+    def wait_for_alert(self, name: str, timeout: float = 60.0) -> dict | None:
+        """Poll until alert ``name`` fires; return its row as a dict plus ``waited_s``, or None
+        at ``timeout``."""
+        return self.wait_for_alerts([name], timeout).get(name)
 
     def wait_for_alerts(self, names: Sequence[str], timeout: float = 30.0) -> dict[str, dict]:
         """Poll until every alert in ``names`` fires or ``timeout`` passes; return
@@ -186,7 +159,8 @@ class Prometheus:
                 if name not in fired and len(hit):
                     waited = round(time.monotonic() - started, 1)
                     fired[name] = hit.iloc[0].to_dict() | {"waited_s": waited}
-            time.sleep(0.5)
+            if len(fired) < len(names):  # no pause after the last one: return as it fires
+                time.sleep(0.5)
         return fired
 
     def wait_quiet(self, timeout: float = 60.0, poll: float = 0.5) -> float:

@@ -53,20 +53,22 @@ def test_traffic_rejects_a_rate_that_is_not_positive():
         drills.Traffic("http://127.0.0.1:1", rate=0)
 
 
-def test_missing_prometheus_is_reported_with_install_instructions(monkeypatch, capsys):
-    monkeypatch.setenv("PATH", "")
-    monkeypatch.setattr(prom, "COMMON_LOCATIONS", ("/nonexistent/prometheus",))
-    assert prom.find_binary("prometheus") is None
-    assert prom.main([]) == 1
-    message = capsys.readouterr().err
-    for hint in ("apt-get install", "brew install prometheus", "prometheus.io/download"):
-        assert hint in message
-
-
 def test_monitor_command_line_uses_our_config_and_data_folder_on_localhost():
     cmd = prom.command("/usr/bin/prometheus")
     assert f"--config.file={prom.CONFIG}" in cmd
     assert f"--storage.tsdb.path={prom.DATA_DIR}" in cmd
+    assert "--web.listen-address=127.0.0.1:9090" in cmd
+
+
+def test_a_flag_given_to_monitor_replaces_ours_of_the_same_name():
+    """Prometheus refuses a flag given twice: the user's wins, in either spelling."""
+    cmd = prom.command("/usr/bin/prometheus", overrides=["--web.listen-address=127.0.0.1:9191"])
+    assert cmd[0] == "/usr/bin/prometheus" and cmd[-1] == "--web.listen-address=127.0.0.1:9191"
+    assert [c for c in cmd if c.startswith("--web.listen-address")] == [cmd[-1]]
+    assert f"--config.file={prom.CONFIG}" in cmd
+    cmd = prom.command("/usr/bin/prometheus", overrides=["--storage.tsdb.path", "/tmp/p"])
+    assert cmd[-2:] == ["--storage.tsdb.path", "/tmp/p"]
+    assert not any(c.startswith("--storage.tsdb.path=") for c in cmd)
     assert "--web.listen-address=127.0.0.1:9090" in cmd
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from monitoring import prom
+
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("tasks_for_test", ROOT / "tasks.py")
 tasks = importlib.util.module_from_spec(spec)
@@ -77,3 +79,61 @@ def test_a_comment_in_requirements_does_not_reinstall(tmp_path, monkeypatch):
 
 def test_minutes():
     assert [tasks.minutes(s) for s in (4.6, 75.2, 600)] == ["5 s", "1 min 15 s", "10 min 0 s"]
+
+
+@pytest.fixture
+def ready_venv(tmp_path, monkeypatch):
+    """A scratch root whose .venv is up to date; the commands tasks.py would run are recorded."""
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "requirements.txt").write_text("numpy==2.2.6\n")
+    monkeypatch.setattr(tasks, "ROOT", tmp_path)
+    monkeypatch.setattr(tasks, "PY", tmp_path / "python")
+    monkeypatch.setattr(tasks, "STAMP", tmp_path / "stamp")
+    tasks.PY.write_text("")
+    tasks.STAMP.write_text(tasks.requirements_digest())
+    ran: list[list[str]] = []
+    monkeypatch.setattr(tasks, "run", lambda *cmd, **kw: ran.append([str(c) for c in cmd]))
+    monkeypatch.setattr(
+        tasks, "run_child", lambda cmd, **kw: ran.append([str(c) for c in cmd]) or 0
+    )
+    return ran
+
+
+def test_setup_trains_the_default_model_only_when_it_is_missing(ready_venv, tmp_path, capsys):
+    models = tmp_path / "models"
+    tasks.setup()
+    assert ready_venv == [
+        [str(tasks.PY), "-m", "sentiment_model.train", "--if-missing", "--models-root", str(models)]
+    ]
+    assert "setup: training the default model, once" in capsys.readouterr().out
+    ready_venv.clear()
+    models.mkdir()
+    (models / "LATEST").write_text("sentiment-abc\n")
+    tasks.setup()  # checked here, without a Python process that imports scikit-learn
+    assert ready_venv == []
+    assert capsys.readouterr().out == "default model present: sentiment-abc\n"
+
+
+def test_model_command_trains_once_on_a_fresh_clone(ready_venv):
+    assert tasks.main(["model", "--search"]) == 0
+    assert ready_venv == [[str(tasks.PY), "-m", "sentiment_model.train", "--search"]]
+
+
+def test_monitor_runs_prometheus_as_a_child_with_the_given_flags(ready_venv, monkeypatch):
+    monkeypatch.setattr(prom, "find_binary", lambda name="prometheus": "/usr/bin/prometheus")
+    monkeypatch.setattr(prom, "DATA_DIR", tasks.ROOT / "data")
+    listen = "--web.listen-address=127.0.0.1:9191"
+    assert tasks.main(["monitor", listen]) == 0
+    assert ready_venv == [prom.command("/usr/bin/prometheus", overrides=[listen])]
+    assert ready_venv[0][-1] == listen
+    assert prom.DATA_DIR.is_dir()
+
+
+def test_missing_prometheus_is_reported_with_install_instructions(monkeypatch, capsys):
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.setattr(prom, "COMMON_LOCATIONS", ("/nonexistent/prometheus",))
+    assert prom.find_binary("prometheus") is None
+    assert tasks.monitor([]) == 1
+    message = capsys.readouterr().err
+    for hint in ("apt-get install", "brew install prometheus", "prometheus.io/download"):
+        assert hint in message
