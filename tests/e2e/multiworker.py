@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import httpx
 import psutil
 from loadgen import predict_outcome
 from prometheus_client.parser import text_string_to_metric_families
+
+from loadtest.launcher import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 # The image's command (Dockerfile ENTRYPOINT + CMD); tests/e2e/test_deploy.py checks they match.
@@ -42,13 +43,6 @@ def local_command(port: int) -> list[str]:
     command[command.index("--host") + 1] = "127.0.0.1"
     command[command.index("--port") + 1] = str(port)
     return command
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (the launcher's, imported late: it pulls pandas)."""
-    from loadtest.launcher import free_port as launcher_free_port
-
-    return launcher_free_port()
 
 
 def json_lines(path: Path) -> list[dict]:
@@ -172,13 +166,8 @@ class WorkerServer:
     def stop(self) -> None:
         """Kill the parent and every worker it had, by PID, if still running."""
         self.worker_pids()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, timeout=20)  # SIGTERM, SIGKILL after 20 s
         for child in self.seen.values():
             # is_running() also compares the start time: a reused pid is never killed.
             with contextlib.suppress(psutil.Error):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from multiworker import json_lines
 
 from loadtest.launcher import StageServer
 
@@ -39,8 +40,8 @@ def start(tmp_path: Path, launcher: tuple[str, ...], name: str, **env: object) -
 
 
 def log_lines(server: StageServer) -> list[dict]:
-    path = Path(server.env["INFERENCE_LOG_PATH"])
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    """The JSON lines the server logged so far."""
+    return json_lines(Path(server.env["INFERENCE_LOG_PATH"]))
 
 
 def wait_for_line(server: StageServer, match, timeout: float = 10.0) -> dict:
@@ -265,13 +266,10 @@ def test_unfinished_upload_does_not_hold_shutdown(tmp_path, small_model_dir, lau
         with connect(server) as s:
             s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
             time.sleep(0.3)
-            started = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             server.proc.wait(30)  # far below the 300 s body timeout
-            took = time.monotonic() - started
             assert status_of(read_answer(s)) == 408
         assert server.proc.returncode == exit_code
-        assert took < 30
         shutdown = wait_for_line(server, lambda x: x["event"] == "shutdown")
         assert shutdown["drain_complete"] is True
     finally:

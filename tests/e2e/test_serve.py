@@ -7,12 +7,12 @@ process is killed by its PID in teardown whatever happens.
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 
 import pytest
 from loadgen import check_nothing_dropped, load_then_signal
+from multiworker import json_lines
 
 from loadtest.launcher import StageServer
 
@@ -43,14 +43,9 @@ def start(tmp_path, small_model_dir):
         server.stop(timeout=10)
 
 
-def request_log(tmp_path: Path) -> list[dict]:
-    """The JSON lines the server logged."""
-    return [json.loads(x) for x in (tmp_path / "requests.log").read_text().splitlines()]
-
-
 def check_drained(tmp_path: Path, outcomes: list) -> None:
     check_nothing_dropped(outcomes)
-    lines = request_log(tmp_path)
+    lines = json_lines(tmp_path / "requests.log")
     [shutdown] = [x for x in lines if x["event"] == "shutdown"]
     assert shutdown["drain_complete"] is True
     assert 500 not in [x["status"] for x in lines if x["event"] == "request"]
@@ -68,7 +63,7 @@ def test_launcher_drains_and_exits_0_even_on_a_second_signal(start, tmp_path, si
     check_drained(tmp_path, outcomes)
     # The final stage's own handler (serving.shutdown.ShutdownSignals) takes the second signal:
     # it logs it and hurries stalled uploads, and does not pass it on to the launcher.
-    [second] = [x for x in request_log(tmp_path) if x["event"] == "second_signal"]
+    [second] = [x for x in json_lines(tmp_path / "requests.log") if x["event"] == "second_signal"]
     assert second["signal"] == "SIGINT"
 
 

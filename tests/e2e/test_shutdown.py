@@ -7,13 +7,13 @@ process is killed by its PID in teardown whatever happens.
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 from pathlib import Path
 
 import pytest
 from loadgen import check_nothing_dropped, load_then_signal
+from multiworker import json_lines
 
 from loadtest.launcher import StageServer
 
@@ -94,7 +94,7 @@ def test_real_server_limits_then_graceful_shutdown_under_load(server, tmp_path):
     # never dropped (a transport error), never a 500. Sent after: 503 or a closed socket.
     check_nothing_dropped(outcomes)
 
-    lines = [json.loads(x) for x in (tmp_path / "requests.log").read_text().splitlines()]
+    lines = json_lines(tmp_path / "requests.log")
     [shutdown] = [x for x in lines if x["event"] == "shutdown"]
     assert "drained_texts" in shutdown
     statuses = [x["status"] for x in lines if x["event"] == "request"]

@@ -1,7 +1,8 @@
 """The final stage's contract (top-level inference_server.py), line by line.
 
 Each test builds its own app with ``start_stage`` (tests/conftest.py), so settings, metrics
-registry and log file are the test's own. Scenarios that need requests in
+registry and log file are the test's own; ``client`` is tests/stages/conftest.py's and the
+gate helpers are tests/stages/gating.py's. Scenarios that need requests in
 flight at the same time run in one event loop (httpx.ASGITransport) and hold the model with a
 gate, so they are deterministic: no sleeps decide an outcome.
 """
@@ -13,14 +14,12 @@ import json
 import re
 import shutil
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from gating import GatedModel, metric, run_scenario, until
 from prometheus_client.parser import text_string_to_metric_families
 
 from sentiment_model import load_model
@@ -32,69 +31,10 @@ POSITIVE = "A wonderful, moving film with brilliant acting. I loved every minute
 NEGATIVE = "Terrible, boring and badly acted. The worst movie I have seen, a waste of time."
 
 
-@pytest.fixture
-def client(start_stage):
-    """The final stage, small model, default settings, ready."""
-    with start_stage() as c:
-        yield c
-
-
 def log_lines(path: Path) -> list[dict]:
     """Every line of the JSON log (each must parse on its own)."""
     flush_logs()  # the final stage writes its log in a background thread
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def metric(app: FastAPI, name: str, **labels: str) -> float:
-    """A sample's current value (0 when it does not exist yet)."""
-    return app.state.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-class GatedModel:
-    """Wrap the loader: ``hold...`` texts block the model until ``release`` is set; every batch
-    the model runs is recorded; ``boom...`` texts make the model raise."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[str]] = []
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def load(self, path):
-        model = load_model(path)
-        real = model.predict
-
-        def predict(texts: list[str]):
-            self.batches.append(list(texts))
-            if any(t.startswith("boom") for t in texts):
-                raise RuntimeError("the model exploded")
-            if any(t.startswith("hold") for t in texts):
-                self.entered.set()
-                self.release.wait(10)
-            return real(texts)
-
-        model.predict = predict
-        return model
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Let the event loop run until ``condition()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
-
-
-def run_scenario(app: FastAPI, scenario) -> None:
-    """Run ``scenario(client)`` with the app's lifespan, in one event loop."""
-
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-                await until(lambda: app.state.server.not_ready_reason() is None)
-                await scenario(c)
-
-    asyncio.run(main())
 
 
 # --- health, readiness, model, predictions ----------------------------------------------------
@@ -438,9 +378,9 @@ def test_one_json_log_line_per_request(client, tmp_path, small_model_dir):
 
 def test_log_text_opt_in(start_stage, tmp_path):
     with start_stage(LOG_TEXT="true") as c:
-        c.post("/predict", json={"text": "opt-in review text"})
-    flush_logs()
-    assert "opt-in review text" in (tmp_path / "requests.log").read_text()
+        assert c.post("/predict", json={"text": "opt-in review text"}).status_code == 200
+    flush_logs()  # the final stage writes its log in a background thread
+    assert "opt-in review text" in (tmp_path / "requests.log").read_text(encoding="utf-8")
 
 
 def test_start_up_and_shutdown_are_logged(start_stage, tmp_path, small_model_dir):

@@ -104,6 +104,7 @@ def test_export_then_load_gives_identical_predictions(sample, tmp_path):
     assert default_model_dir(tmp_path) == path
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 def test_training_twice_exports_the_same_bytes_and_version(sample, tmp_path):
     first = export_model(
         fit(sample), name="t", hyperparameters={}, data={}, metrics={}, models_root=tmp_path / "a"
@@ -123,6 +124,7 @@ def test_training_twice_exports_the_same_bytes_and_version(sample, tmp_path):
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["LATEST", first.name]
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 def test_reproducible_archive_has_no_addresses_or_timestamps(sample):
     pipeline = fit(sample)
     compact_for_export(pipeline)
@@ -137,6 +139,7 @@ def test_reproducible_archive_has_no_addresses_or_timestamps(sample):
     np.testing.assert_array_equal(loaded.predict_proba(TEXTS), pipeline.predict_proba(TEXTS))
 
 
+@pytest.mark.slow  # trains a model or starts a process: seconds, not milliseconds
 def test_damaged_artifact_of_the_same_version_is_replaced(sample, tmp_path):
     path = export_model(
         fit(sample), name="t", hyperparameters={}, data={}, metrics={}, models_root=tmp_path
