@@ -42,6 +42,7 @@ class WholeLineFileHandler(RotatingFileHandler):
         self.reopened = 0
         self.on_lost = on_lost
         self.warned = False  # the one warning on stderr was printed
+        self.rotation_failed = False
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
         self._size = 0  # bytes in the open file, kept up to date by the single writer
         self._torn = False  # the file ends mid-line: the next write starts with a newline
@@ -108,19 +109,39 @@ class WholeLineFileHandler(RotatingFileHandler):
             self._follow_the_path()
             while done < len(lines):
                 if self._size and self._over(len(lines[done])):
-                    self.doRollover()  # delay=True: leaves the stream closed
-                    self.stream = self._open()
-                end, size = done, 0
-                while end < len(lines) and (end == done or not self._over(size + len(lines[end]))):
-                    size += len(lines[end])
-                    end += 1
-                written, error = self._write_whole(lines[done:end])
+                    self._rotate()
+                run = lines[done:] if done else lines
+                if self._over(sum(map(len, run))):  # the file fills up within this batch
+                    end, size = done + 1, len(lines[done])
+                    while end < len(lines) and not self._over(size + len(lines[end])):
+                        size += len(lines[end])
+                        end += 1
+                    run = lines[done:end]
+                written, error = self._write_whole(run)
                 done += written
                 if error is not None:
                     raise error
         except OSError as e:
             self._count_lost(len(lines) - done)
             self._warn(e)
+
+    def _rotate(self) -> None:
+        """Rotate; if the file cannot be renamed (a file bind-mounted on its own: EBUSY, a
+        read-only folder), keep writing to it past ``maxBytes`` rather than lose every line."""
+        try:
+            self.doRollover()  # delay=True: leaves the stream closed
+        except OSError as e:
+            if not self.rotation_failed:
+                self.rotation_failed = True
+                print(
+                    f"log file {self.baseFilename}: cannot rotate ({e.strerror or e}); "
+                    "writing on past its size limit",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self.maxBytes = 0  # do not try again on every batch
+        if self.stream is None:
+            self.stream = self._open()
 
     def _over(self, more: int) -> bool:
         """Whether ``more`` bytes would take the file over ``maxBytes`` (when it rotates)."""
@@ -162,7 +183,7 @@ class WholeLineFileHandler(RotatingFileHandler):
         """Write ``run`` in one system call; on a short write cut the file back to the last
         whole line. Returns how many lines are in the file, and the error if any."""
         prefix = b"\n" if self._torn else b""
-        data = prefix + b"".join(run)
+        data = prefix + b"".join(run) if prefix else b"".join(run)
         fd = self.stream.fileno()  # type: ignore[union-attr]
         try:
             written = os.write(fd, data)

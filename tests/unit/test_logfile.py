@@ -219,6 +219,23 @@ def test_rotation_still_works_after_a_reopen(monkeypatch, tmp_path):
     assert ids == [f"id-{i}" for i in range(60 - len(ids), 60)]  # the newest, in order
 
 
+def test_a_file_that_cannot_be_rotated_keeps_its_lines(monkeypatch, tmp_path, capsys):
+    """A log file bind-mounted on its own cannot be renamed (EBUSY): every line after the
+    first rotation used to be lost."""
+    handler = handler_at(tmp_path / "r.log", max_bytes=500, backups=2)
+
+    def busy(source, dest):
+        raise OSError(errno.EBUSY, "Device or resource busy")
+
+    monkeypatch.setattr(handler, "rotate", busy)
+    for i in range(0, 20, 5):
+        handler.emit_many([record(k) for k in range(i, i + 5)])
+    handler.emit(record(20))
+    handler.close()
+    assert request_ids(read_lines(tmp_path)) == [f"id-{i}" for i in range(21)]
+    assert handler.lost == 0 and capsys.readouterr().err.count("cannot rotate") == 1
+
+
 def test_one_write_per_batch_and_no_per_line_system_call(monkeypatch, tmp_path):
     handler = handler_at(tmp_path / "r.log")
     calls: list[str] = []
