@@ -229,9 +229,10 @@ def configure_logging(
     """Return the logger ``name``, writing JSON lines to ``log_path`` (rotated) and stdout.
 
     With ``background`` the caller only queues the record; a writer thread formats and writes
-    the queued records every 50 ms (``flush_logs`` writes them out now). ``on_lost`` is told
-    how many lines the file could not take (a full disk). Calling it again
-    replaces the handlers (a test or a reload may point it elsewhere).
+    the queued records every 50 ms (``flush_logs`` writes them out now). The file gets whole
+    lines or nothing; ``on_lost`` is told how many lines it could not take (a full disk), and a
+    file moved or deleted while running is opened again (``serving/logfile.py``). Calling it
+    again replaces the handlers (a test or a reload may point it elsewhere).
     """
     formatter = JsonLineFormatter()
     log_path = Path(log_path)
