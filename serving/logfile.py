@@ -104,6 +104,7 @@ class WholeLineFileHandler(RotatingFileHandler):
             return lines
 
     def _append(self, lines: list[bytes]) -> None:
+        """Write ``lines``, rotating between runs as needed; count what the file did not get."""
         done = 0
         try:
             self._follow_the_path()
