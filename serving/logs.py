@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import json
 import logging
 import sys
@@ -76,16 +77,47 @@ class _UnflushedStreamHandler(logging.StreamHandler):
     to the busy event loop and wait to get it again.
     """
 
+    reader_gone = False  # stdout's reader went away (``serve | head``): stop writing there
+
     def emit(self, record: logging.LogRecord) -> None:
         self.emit_many([record])
 
     def emit_many(self, records: list[logging.LogRecord]) -> None:
-        """Write ``records`` as one string."""
+        """Write ``records`` as one string; one that cannot be formatted loses only itself."""
+        if self.reader_gone:
+            return
+        try:
+            text = "".join([self.format(r) + self.terminator for r in records])
+        except Exception:
+            text = "".join(self._format_or_report(r) for r in records)
         try:
             with self.lock:
-                self.stream.write("".join(self.format(r) + self.terminator for r in records))
+                self.stream.write(text)
+        except BrokenPipeError:
+            self._gone()
         except Exception:
             self.handleError(records[-1])
+
+    def flush(self) -> None:
+        """Flush stdout; a closed pipe is said once on stderr, not a trace every 50 ms."""
+        if self.reader_gone:
+            return
+        try:
+            super().flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self) -> None:
+        self.reader_gone = True
+        with contextlib.suppress(OSError, ValueError):
+            print("stdout closed: JSON lines now go to the log file only", file=sys.stderr)
+
+    def _format_or_report(self, record: logging.LogRecord) -> str:
+        try:
+            return self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return ""
 
 
 class _PolledQueue:
@@ -101,6 +133,19 @@ class _PolledQueue:
 
     def put_nowait(self, record: logging.LogRecord) -> None:
         self.items.append(record)  # atomic: callers in any thread need no lock
+
+
+class _WriteThrough(_PolledQueue):
+    """The queue of a closed handler: no writer thread is left, so a record is written at once
+    (a thread still logging while the process exits would otherwise lose its lines)."""
+
+    def __init__(self, handler: BackgroundQueueHandler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        self.items.append(record)
+        self.handler.flush()
 
 
 class BackgroundQueueHandler(QueueHandler):
@@ -139,10 +184,15 @@ class BackgroundQueueHandler(QueueHandler):
                 return
             records = [items.popleft() for _ in range(len(items))]
             for handler in self.targets:
-                mine = [r for r in records if r.levelno >= handler.level and handler.filter(r)]
-                if mine:
-                    handler.emit_many(mine)  # one write per batch, not per line
-                handler.flush()
+                # One handler failing (stdout closed: EPIPE) must neither keep the lines from
+                # the others nor end the writer thread, which would stop every later line.
+                try:
+                    mine = [r for r in records if r.levelno >= handler.level and handler.filter(r)]
+                    if mine:
+                        handler.emit_many(mine)  # one write per batch, not per line
+                    handler.flush()
+                except Exception:
+                    handler.handleError(records[-1])
 
     @property
     def running(self) -> bool:
@@ -154,11 +204,15 @@ class BackgroundQueueHandler(QueueHandler):
         self._drain()
 
     def close(self) -> None:
+        """Stop the writer and write out what is queued; later records are written at once."""
         if self._writer is not None:
             self._stop.set()
             self._writer.join()
             self._writer = None
             atexit.unregister(self.close)
+            left = self.queue.items  # type: ignore[attr-defined]
+            self.queue = _WriteThrough(self)  # type: ignore[assignment]
+            self.queue.items = left  # type: ignore[attr-defined]
         self._drain()
         for handler in self.targets:
             handler.close()
@@ -175,9 +229,10 @@ def configure_logging(
     """Return the logger ``name``, writing JSON lines to ``log_path`` (rotated) and stdout.
 
     With ``background`` the caller only queues the record; a writer thread formats and writes
-    the queued records every 50 ms (``flush_logs`` writes them out now). ``on_lost`` is told
-    how many lines the file could not take (a full disk). Calling it again
-    replaces the handlers (a test or a reload may point it elsewhere).
+    the queued records every 50 ms (``flush_logs`` writes them out now). The file gets whole
+    lines or nothing; ``on_lost`` is told how many lines it could not take (a full disk), and a
+    file moved or deleted while running is opened again (``serving/logfile.py``). Calling it
+    again replaces the handlers (a test or a reload may point it elsewhere).
     """
     formatter = JsonLineFormatter()
     log_path = Path(log_path)
