@@ -5,13 +5,19 @@ one valid JSON log file per worker, and SIGTERM under load drains every worker a
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
+import threading
 import time
+
+import httpx
 
 import pytest
 from loadgen import check_nothing_dropped, load_then_signal
 from multiworker import WorkerServer, json_lines, send_predictions
+
+from serving.state import LOADING
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +156,76 @@ def test_sigterm_under_load_drains_every_worker_and_exits_0(tmp_path, small_mode
         for e in json_lines(files[pid])
     )
     assert logged_ok == sum(r == 200 for _, _, r in outcomes)
+
+
+def load_around(server: WorkerServer, during, clients: int = 6, pause: float = 0.01,
+                max_requests: int = 6000, max_seconds: float = 90) -> list[tuple[object, str]]:
+    """``POST /predict`` from ``clients`` threads, a new connection each, while ``during()`` runs
+    (then 1 s more); returns (status code or transport error name, body) per request. Bounded:
+    at most ``max_requests`` requests and ``max_seconds`` seconds."""
+    results: list[tuple[object, str]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    deadline = time.monotonic() + max_seconds
+
+    def client(n: int) -> None:
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=server.url, timeout=10, limits=limits) as http:
+            i = 0
+            while not stop.is_set() and time.monotonic() < deadline:
+                with lock:
+                    if len(results) >= max_requests:
+                        return
+                try:
+                    r = http.post("/predict", json={"text": f"client {n} review {i}: good"})
+                    result: tuple[object, str] = (r.status_code, r.text)
+                except httpx.TransportError as e:
+                    result = (type(e).__name__, "")
+                with lock:
+                    results.append(result)
+                i += 1
+                time.sleep(pause)  # about clients / pause requests a second
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)  # the load is flowing before anything happens
+        during()
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    return results
+
+
+def test_a_replacement_worker_takes_connections_only_once_it_can_predict(
+    tmp_path, small_model_dir
+):
+    # A worker killed under load is replaced by uvicorn's supervisor. The replacement shares
+    # the listening socket: if it accepted before its model was loaded, its share of the
+    # connections would get 503 "model is loading" (35 of them at 150 requests a second).
+    server = WorkerServer(tmp_path, workers=2, env={"MODEL_DIR": small_model_dir})
+    try:
+        server.start()
+        victim = server.worker_pids()[0]
+
+        def kill_and_wait_for_the_replacement() -> None:
+            os.kill(victim, signal.SIGKILL)
+            server.wait_for(
+                lambda: victim not in server.worker_pids() and len(server.loaded_workers()) == 2,
+                60,
+                "a replacement worker",
+            )
+
+        results = load_around(server, kill_and_wait_for_the_replacement)
+    finally:
+        server.stop()
+
+    loading = [body for status, body in results if status == 503 and LOADING in body]
+    statuses = collections.Counter(status for status, _ in results)
+    assert not loading, f"{len(loading)} x 503 {LOADING!r}; all: {statuses}"
+    # Only the requests inside the killed worker may fail (their connections die with it).
+    failed = {s: n for s, n in statuses.items() if s != 200}
+    assert statuses[200] >= 100 and sum(failed.values()) <= 8, statuses
