@@ -1,6 +1,8 @@
 """The final stage with two worker processes, started by the container's command: one /metrics
 for all workers (exact counts on every scrape, also after a worker was killed and replaced),
-one valid JSON log file per worker, and SIGTERM under load drains every worker and exits 0.
+one valid JSON log file per worker, SIGTERM under load drains every worker and exits 0, a
+worker killed under load is replaced by one that takes no connection before it can predict,
+SIGHUP is ignored and logged, and the metrics directory goes at exit.
 """
 
 from __future__ import annotations
