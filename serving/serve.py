@@ -157,8 +157,8 @@ class Supervisor(Multiprocess):
     loop is blocked: a worker that dies is not replaced and SIGTERM is not handled until the
     last new worker has loaded its model, or the restart gives up after
     ``timeout_worker_healthcheck`` (5 s by default, which a worker's imports plus its model
-    load can exceed on a busy machine). So until
-    the server can reload a model, SIGHUP is ignored here as in each worker.
+    load can exceed on a busy machine). So until the server can reload a model, SIGHUP is
+    ignored here as in each worker.
     """
 
     def handle_hup(self) -> None:
@@ -193,13 +193,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout-keep-alive", type=int, default=5)
     args = parser.parse_args(argv)
     if args.workers is None:  # as uvicorn's own command, and what a platform sets
-        value = os.environ.get("WEB_CONCURRENCY", "1")
+        value = os.environ.get("WEB_CONCURRENCY") or "1"
         try:
             args.workers = int(value)
         except ValueError:
             parser.error(f"WEB_CONCURRENCY={value!r} is not a number of workers")
     if args.workers < 1:
-        parser.error("--workers must be at least 1")
+        parser.error("--workers (or WEB_CONCURRENCY) must be at least 1")
     return args
 
 
