@@ -4,8 +4,10 @@
 #   docker build --build-arg TRAIN_MODEL=0 -t inference-server:1.0.0 .   # no model inside:
 #   docker run -p 8000:8000 -v "$PWD/models:/app/models:ro" inference-server:1.0.0
 #
-# The command is the one tests/e2e/test_workers.py runs: serving.multiprocess empties the
-# metrics directory, then execs uvicorn (PID 1, so SIGTERM reaches it and it drains).
+# The command is the launcher `python3 tasks.py serve` runs (serving/serve.py), with the same
+# connection limits (serving/protocol.py), as PID 1: SIGTERM drains every worker and it exits 0
+# (3 if a worker cannot load the model). tests/e2e/test_workers.py and test_deploy.py run this
+# exact command line, taken from this file.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -38,17 +40,19 @@ RUN mkdir -p models logs /tmp/metrics \
 
 USER 10001:10001
 
-# Two workers by default (uvicorn reads WEB_CONCURRENCY); a Kubernetes pod may set one per CPU.
+# Two workers by default (the launcher reads WEB_CONCURRENCY, as uvicorn does); a Kubernetes
+# pod may set one per CPU. The metrics directory is emptied at start, its files removed at exit.
 ENV WEB_CONCURRENCY=2 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/metrics \
     INFERENCE_LOG_PATH=/app/logs/requests.log
 
 EXPOSE 8000
 
-# No curl in a slim image: ask /health with the Python that is there.
+# No curl in a slim image: ask /health with the Python that is there. With several workers
+# nothing accepts connections until the first worker has loaded the model: the start period.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2).status != 200)"]
 
 # Exec form: no shell in between, so SIGTERM goes to the server itself.
-ENTRYPOINT ["python", "-m", "serving.multiprocess"]
-CMD ["uvicorn", "inference_server:app", "--host", "0.0.0.0", "--port", "8000"]
+ENTRYPOINT ["python", "-m", "serving.serve"]
+CMD ["inference_server:app", "--host", "0.0.0.0", "--port", "8000"]

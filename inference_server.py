@@ -23,7 +23,7 @@ from serving.errors import install_error_handlers, without_paths
 from serving.limits import install_limits
 from serving.logs import configure_logging, flush_logs, prediction_fields
 from serving.metrics import Metrics
-from serving.multiprocess import mark_worker_exit, worker_log_path
+from serving.multiprocess import mark_worker_exit, several_workers, worker_log_path
 from serving.rejections import install_rejection_handler
 from serving.schemas import (
     BatchResponse,
@@ -129,6 +129,10 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
 
         signals = ShutdownSignals(begin_shutdown, lambda: timeouts.begin_drain(0), log)
         signals.install()  # Ctrl-C twice still drains
+        if several_workers():  # a shared socket: accept only once able to predict
+            await loading
+            if state.load_error:  # exit 3: uvicorn's supervisor stops rather than loop
+                raise RuntimeError(state.load_error)
         yield
         # uvicorn has already waited for open requests; finish whatever is still queued.
         state.begin_drain()

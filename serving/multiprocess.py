@@ -18,27 +18,36 @@ prometheus-client's multiprocess mode fixes that:
   series (``max``).
 - A worker that exits removes its live-gauge files itself (:func:`mark_worker_exit`); one that
   was killed is found by the next scrape, because its process is gone (:func:`mark_dead_workers`).
+- The workers share one listening socket, and the kernel hands each new connection to whichever
+  worker accepts first. So a worker must not accept before it can predict, or a replacement
+  for a killed worker answers its share with 503 "model is loading": in this mode
+  (:func:`several_workers`) the final stage's start-up waits for the model.
 
 Without ``PROMETHEUS_MULTIPROC_DIR`` nothing here changes anything: one process, each app with
 its own registry (the tests build several apps in one process).
 
-Run several workers (this is what ``python3 tasks.py serve --workers N`` and the container run)::
+``python -m serving.serve --workers N`` (what ``python3 tasks.py serve --workers N`` and the
+container run) prepares the directory with :func:`workers_metrics_dir` and removes it again at
+exit. uvicorn's or gunicorn's own command needs this module in front::
 
     python -m serving.multiprocess uvicorn inference_server:app --workers 2 --port 8000
 
 It prepares the directory (``$PROMETHEUS_MULTIPROC_DIR`` if set, else a new temporary one) and
-then *replaces itself* with the command (``exec``: same process id, so SIGTERM reaches uvicorn).
-The same works in front of gunicorn (``python -m serving.multiprocess gunicorn -k
-uvicorn_worker.UvicornWorker -w 2 inference_server:app``), and a launcher of its own calls
-:func:`prepare_metrics_dir` before it starts its workers.
+then *replaces itself* with the command (``exec``: same process id, so SIGTERM reaches uvicorn),
+so nothing is left to remove the directory at exit: set ``PROMETHEUS_MULTIPROC_DIR`` to a
+directory of your own (it is emptied at every start). The same works in front of gunicorn
+(``python -m serving.multiprocess gunicorn -k uvicorn_worker.UvicornWorker -w 2
+inference_server:app``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -68,6 +77,38 @@ def prepare_metrics_dir(path: str | Path | None = None) -> Path:
         stale.unlink()
     os.environ[ENV_VAR] = str(directory)
     return directory
+
+
+@contextlib.contextmanager
+def workers_metrics_dir(path: str | Path | None = None) -> Iterator[Path]:
+    """:func:`prepare_metrics_dir` for the life of a launcher, and clean up after it.
+
+    At exit the metric files go, and the directory too if this call created it (a temporary
+    one, or a path that did not exist yet) and nothing else was put in it since. A directory
+    that was already there (given by the user, a mounted volume) stays, with whatever else is
+    in it: only the ``.db`` files prometheus-client writes are removed, as at start.
+    """
+    given = path if path is not None else os.environ.get(ENV_VAR) or None
+    created = given is None or not Path(given).exists()
+    directory = prepare_metrics_dir(given)
+    try:
+        yield directory
+    finally:
+        for leftover in directory.glob("*.db"):
+            leftover.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):  # not empty: someone else's files, keep them
+                directory.rmdir()
+
+
+def several_workers() -> bool:
+    """Whether this process is one of several workers sharing a socket and a metrics directory.
+
+    Every multi-worker command sets ``PROMETHEUS_MULTIPROC_DIR`` (``python -m serving.serve
+    --workers N``, ``python -m serving.multiprocess ...``), so the same variable that switches
+    the metrics and the log files to per-worker mode says it.
+    """
+    return metrics_dir() is not None
 
 
 def worker_log_path(path: str | Path) -> Path:

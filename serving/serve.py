@@ -31,12 +31,24 @@ the drain is bounded anyway, by the request and drain timeouts. (The final stage
 own handler in front, ``serving.shutdown.ShutdownSignals``: it takes the second signal itself,
 logs it as ``second_signal`` and cuts stalled uploads short, under either command.)
 
-With ``--workers N`` (N > 1) uvicorn's own supervisor runs N worker processes, each an
-ordinary uvicorn server sharing one metrics directory (serving/multiprocess.py; the
-supervisor creates the workers itself, and offers no public way to use
-another server class): SIGTERM drains every worker, /ready flips in each, and the launcher
-exits 0 once the supervisor has stopped them. Each worker's drain outcome is in its
-``shutdown`` log line (``drain_complete``), not in the exit code.
+With ``--workers N`` (N > 1; default ``$WEB_CONCURRENCY``, else 1, as for uvicorn) uvicorn's
+own supervisor runs N worker processes, each an ordinary uvicorn server sharing one listening
+socket and one metrics directory (serving/multiprocess.py; the supervisor creates the workers
+itself, and offers no public way to use another server class). It replaces a worker that dies,
+and the final stage's start-up waits for the model in this mode, so a worker (a replacement
+too) takes connections only once it can predict; nothing listens during the first load, and
+connections wait in the socket's backlog. SIGTERM drains every worker, /ready flips in each,
+and the launcher exits 0 once the supervisor has stopped them, or 3 if a worker could not
+start (a model that cannot load: the supervisor stops the others rather than restart it in a
+loop). Each worker's drain outcome is in its ``shutdown`` log line (``drain_complete``), not in
+the exit code. The metrics directory is removed at exit if the launcher created it. With one
+worker and ``PROMETHEUS_MULTIPROC_DIR`` set, the server is in multi-process mode too: it
+prepares the directory, and its start-up waits for the model.
+
+SIGHUP (a closed terminal, or ``kill -HUP``) changes nothing until the server can reload a
+model: the launcher, the supervisor and every worker log ``signal_ignored`` and go on serving.
+uvicorn's supervisor would restart every worker on SIGHUP; it is ignored there too, so the
+signal means the same with one worker and with several (see :class:`Supervisor`).
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -51,9 +64,11 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from serving.multiprocess import prepare_metrics_dir
+from serving.logs import JsonLineFormatter
+from serving.multiprocess import metrics_dir, workers_metrics_dir
 from serving.shutdown import drains_complete
 
 EXIT_OK = 0
@@ -66,12 +81,34 @@ PROTOCOL = "serving.protocol:LimitedHttpToolsProtocol"
 logger = logging.getLogger("uvicorn.error")
 
 
+def launcher_log() -> logging.Logger:
+    """The launcher's own events as JSON lines on stdout, like the app's (whose log belongs to
+    the app, and to each worker with several)."""
+    log = logging.getLogger("inference.launcher")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonLineFormatter())
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False  # not also through the app's "inference" handlers
+    return log
+
+
+def log_ignored_signal(sig: int, role: str) -> None:
+    """Say that ``sig`` arrived and was ignored on purpose (one JSON line)."""
+    launcher_log().warning(
+        "signal_ignored",
+        extra={"signal": signal.Signals(sig).name, "role": role, "pid": os.getpid()},
+    )
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn's Server with the signal handling of a complete drain.
 
     Only public extension points are overridden: ``capture_signals`` (the signals are not
-    re-raised after shutdown; the exit code reports the drain instead) and ``handle_exit``
-    (a second signal does not cut the drain short).
+    re-raised after shutdown; the exit code reports the drain instead; SIGHUP is ignored and
+    logged, for every stage, where by default it would kill the process without a drain) and
+    ``handle_exit`` (a second signal does not cut the drain short).
     """
 
     def __init__(self, config: uvicorn.Config) -> None:
@@ -80,11 +117,12 @@ class DrainingServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        """Handle SIGINT and SIGTERM while serving; restore the previous handlers after."""
+        """Handle SIGINT, SIGTERM and SIGHUP while serving; restore the previous handlers after."""
         if threading.current_thread() is not threading.main_thread():
             yield  # signals are delivered to the main thread only
             return
         previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.handle_hup)
         try:
             yield
         finally:
@@ -104,6 +142,33 @@ class DrainingServer(uvicorn.Server):
             return
         self.should_exit = True
 
+    def handle_hup(self, sig: int, frame: FrameType | None) -> None:
+        """SIGHUP: logged and ignored (the final stage's own handler does the same while its
+        app runs, in its own log; this one covers every stage, and start-up)."""
+        log_ignored_signal(sig, "server")
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor of several workers, with SIGHUP ignored and logged.
+
+    uvicorn restarts every worker on SIGHUP, one by one, each new worker started before the old
+    one is stopped (and, since start-up waits for the model, ready when it takes connections).
+    That would be a reload for several workers and not for one, and meanwhile the supervisor's
+    loop is blocked: a worker that dies is not replaced and SIGTERM is not handled until the
+    last new worker has loaded its model, or the restart gives up after
+    ``timeout_worker_healthcheck`` (5 s by default, which a worker's imports plus its model
+    load can exceed on a busy machine). So until the server can reload a model, SIGHUP is
+    ignored here as in each worker.
+    """
+
+    def handle_hup(self) -> None:
+        """Called from the supervisor's loop (not in the signal handler) for each SIGHUP."""
+        log_ignored_signal(signal.SIGHUP, "supervisor")
+
+    def startup_failed(self) -> bool:
+        """Whether the supervisor stopped because a worker could not start (exit code 3)."""
+        return any(process.exitcode == STARTUP_FAILURE for process in self.processes)
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (a subset of uvicorn's, same meanings)."""
@@ -115,7 +180,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--app-dir", default=".", help="directory to import the app from")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--workers", type=int, help="worker processes (default: $WEB_CONCURRENCY, else 1)"
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn's own log level")
     parser.add_argument(
         "--http",
@@ -125,8 +192,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit-concurrency", type=int, default=None)
     parser.add_argument("--timeout-keep-alive", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.workers is None:  # as uvicorn's own command, and what a platform sets
+        value = os.environ.get("WEB_CONCURRENCY") or "1"
+        try:
+            args.workers = int(value)
+        except ValueError:
+            parser.error(f"WEB_CONCURRENCY={value!r} is not a number of workers")
     if args.workers < 1:
-        parser.error("--workers must be at least 1")
+        parser.error("--workers (or WEB_CONCURRENCY) must be at least 1")
     return args
 
 
@@ -144,12 +217,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         limit_concurrency=args.limit_concurrency,
         timeout_keep_alive=args.timeout_keep_alive,
     )
-    if config.workers > 1:
-        prepare_metrics_dir()  # one /metrics over every worker (serving/multiprocess.py)
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-        return EXIT_OK
-    server = DrainingServer(config)
-    server.run()
+    # One /metrics over every worker (serving/multiprocess.py): the directory is emptied before
+    # the first starts and removed after the last one stops. Also with one worker when
+    # PROMETHEUS_MULTIPROC_DIR is set (the image with WEB_CONCURRENCY=1): prometheus-client
+    # needs the directory, and stale files would add an earlier run's counts.
+    shared = config.workers > 1 or metrics_dir() is not None
+    with workers_metrics_dir() if shared else contextlib.nullcontext():
+        if config.workers > 1:
+            supervisor = Supervisor(config, sockets=[config.bind_socket()])
+            supervisor.run()
+            return EXIT_STARTUP_FAILED if supervisor.startup_failed() else EXIT_OK
+        server = DrainingServer(config)
+        server.run()
     if not server.started:
         return EXIT_STARTUP_FAILED
     return EXIT_OK if drains_complete() else EXIT_DRAIN_INCOMPLETE

@@ -30,9 +30,14 @@ class ShutdownSignals:
     lifespan shutdown run, the shutdown line written. Third: passed on (uvicorn's force quit).
     Installed only in the main thread (where signals are delivered); in tests the app runs in
     another thread and nothing is installed.
+
+    SIGHUP (a closed terminal, ``kill -HUP``) would end the process at once, without a drain:
+    until the server can reload a model it is ignored and logged (``signal_ignored``), in the
+    single process and in each of several workers.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    IGNORED = (signal.SIGHUP,)
 
     def __init__(
         self, on_first: Callable[[], None], on_second: Callable[[], None], logger: logging.Logger
@@ -44,12 +49,18 @@ class ShutdownSignals:
         self.previous: dict[int, Any] = {}
 
     def install(self) -> None:
-        """Put the hook in front of the current SIGINT and SIGTERM handlers."""
+        """Put the hook in front of the current SIGINT and SIGTERM handlers; ignore SIGHUP."""
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in self.SIGNALS:
             self.previous[sig] = signal.getsignal(sig)
             signal.signal(sig, self._handle)
+        for sig in self.IGNORED:
+            self.previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._ignore)
+
+    def _ignore(self, signum: int, frame: FrameType | None) -> None:
+        self.logger.warning("signal_ignored", extra={"signal": signal.Signals(signum).name})
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
@@ -67,7 +78,8 @@ class ShutdownSignals:
             signal.raise_signal(signum)
 
     def uninstall(self) -> None:
-        """Restore the previous handlers (the server's), which decide how the process exits."""
+        """Restore the previous handlers (the server's), which decide how the process exits
+        (and, under ``python -m serving.serve``, go on ignoring SIGHUP)."""
         for sig, previous in self.previous.items():
             signal.signal(sig, previous)
         self.previous.clear()

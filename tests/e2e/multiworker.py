@@ -1,8 +1,9 @@
 """Start the final stage with several worker processes, as the container does, for the e2e tests.
 
-The command is the image's (Dockerfile ENTRYPOINT + CMD) with a local host and a free port;
-the number of workers comes from ``WEB_CONCURRENCY``, as in the image. Everything is bounded:
-waits have deadlines, and :meth:`WorkerServer.stop` kills the parent and every worker by PID.
+The command is the image's, read from the Dockerfile (ENTRYPOINT + CMD), with this interpreter,
+a local host and a free port; the number of workers comes from ``WEB_CONCURRENCY``, as in the
+image. Everything is bounded: waits have deadlines, and :meth:`WorkerServer.stop` kills the
+parent and every worker by PID.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -23,22 +26,31 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtest.launcher import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
-# The image's command (Dockerfile ENTRYPOINT + CMD); tests/e2e/test_deploy.py checks they match.
-CONTAINER_COMMAND = [
-    "python",
-    "-m",
-    "serving.multiprocess",
-    "uvicorn",
-    "inference_server:app",
-    "--host",
-    "0.0.0.0",
-    "--port",
-    "8000",
-]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def instruction(name: str) -> list[str]:
+    """The exec-form (JSON) arguments of the Dockerfile's last ``name`` instruction."""
+    [*_, line] = re.findall(rf"^{name} (\[.*\])$", DOCKERFILE, re.MULTILINE)
+    return json.loads(line)
+
+
+def image_env() -> dict[str, str]:
+    """Every ``ENV`` of the Dockerfile (``KEY=value`` pairs, continuation lines joined)."""
+    env: dict[str, str] = {}
+    joined = DOCKERFILE.replace("\\\n", " ")
+    for line in re.findall(r"^ENV (.+)$", joined, re.MULTILINE):
+        env |= dict(pair.split("=", 1) for pair in shlex.split(line))
+    return env
+
+
+# The image's command, exactly as the Dockerfile says (ENTRYPOINT + CMD).
+CONTAINER_COMMAND = instruction("ENTRYPOINT") + instruction("CMD")
 
 
 def local_command(port: int) -> list[str]:
     """The container's command with this interpreter, 127.0.0.1 and ``port``."""
+    assert CONTAINER_COMMAND[0] == "python"
     command = [sys.executable, *CONTAINER_COMMAND[1:]]
     command[command.index("--host") + 1] = "127.0.0.1"
     command[command.index("--port") + 1] = str(port)
@@ -51,25 +63,38 @@ def json_lines(path: Path) -> list[dict]:
 
 
 class WorkerServer:
-    """``python -m serving.multiprocess uvicorn inference_server:app`` with N workers."""
+    """The image's command (``python -m serving.serve``) with N workers.
 
-    def __init__(self, tmp_path: Path, workers: int, env: dict[str, object]) -> None:
+    The image's environment too, with its paths moved under ``tmp_path``; ``metrics_dir=False``
+    leaves ``PROMETHEUS_MULTIPROC_DIR`` unset (the launcher makes a temporary directory, under
+    ``tmp_path / "tmp"``).
+    """
+
+    def __init__(
+        self, tmp_path: Path, workers: int, env: dict[str, object], metrics_dir: bool = True
+    ) -> None:
         self.tmp_path = tmp_path
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_dir = tmp_path / "logs"
         self.metrics_dir = tmp_path / "metrics"
+        self.temp_dir = tmp_path / "tmp"
+        self.temp_dir.mkdir(exist_ok=True)
         self.env = (
-            os.environ
+            {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+            | image_env()
             | {f"INFERENCE_{k}": str(v) for k, v in env.items()}
             | {
                 "INFERENCE_LOG_PATH": str(self.log_dir / "requests.log"),
                 "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
                 "WEB_CONCURRENCY": str(workers),
+                "TMPDIR": str(self.temp_dir),
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")])),
             }
         )
+        if not metrics_dir:
+            del self.env["PROMETHEUS_MULTIPROC_DIR"]
         self.proc: subprocess.Popen | None = None
         self.seen: dict[int, psutil.Process] = {}  # every worker seen, to kill in stop()
 

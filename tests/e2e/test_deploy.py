@@ -1,7 +1,9 @@
 """The container image and the Kubernetes manifests, checked without a registry or a cluster:
-hadolint on the Dockerfile, the image runs the command the multi-worker tests run, and every
-manifest validates (offline, strict) against a pinned Kubernetes version and keeps the
-server's shutdown and probe contract.
+hadolint on the Dockerfile; the image runs the launcher with the options of ``tasks.py serve``,
+and its exact command line (read from the Dockerfile) serves, passes its own HEALTHCHECK,
+enforces the connection limits and drains on SIGTERM as a real process; every manifest
+validates (offline, strict) against a pinned Kubernetes version and keeps the server's shutdown
+and probe contract.
 """
 
 from __future__ import annotations
@@ -9,15 +11,18 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
-from multiworker import CONTAINER_COMMAND
+from multiworker import CONTAINER_COMMAND, DOCKERFILE, WorkerServer, image_env, json_lines
 
+from serving import serve
 from serving.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -25,7 +30,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.34.0"  # the schemas kubernetes-validate ships for it; no network
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def tool(name: str) -> str:
@@ -36,12 +40,6 @@ def tool(name: str) -> str:
     return found
 
 
-def instruction(name: str) -> list[str]:
-    """The exec-form (JSON) arguments of the Dockerfile's last ``name`` instruction."""
-    [*_, line] = re.findall(rf"^{name} (\[.*\])$", DOCKERFILE, re.MULTILINE)
-    return json.loads(line)
-
-
 def test_hadolint_passes():
     result = subprocess.run(
         [tool("hadolint"), "Dockerfile"], cwd=ROOT, capture_output=True, text=True, timeout=60
@@ -49,8 +47,18 @@ def test_hadolint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_image_runs_the_tested_command_as_a_non_root_user():
-    assert instruction("ENTRYPOINT") + instruction("CMD") == CONTAINER_COMMAND
+def test_image_runs_the_launcher_as_tasks_serve_does_as_a_non_root_user(monkeypatch):
+    import tasks
+
+    # The launcher, with the options `python3 tasks.py serve` gives it (the protocol class and
+    # its limits are the launcher's defaults), on every address of the container.
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    served = [str(a) for a in tasks.server_argv("batched", "0.0.0.0", 8000, [])]
+    assert CONTAINER_COMMAND[:3] == ["python", *served[1:3]] == ["python", "-m", "serving.serve"]
+    assert serve.parse_args(CONTAINER_COMMAND[3:]) == serve.parse_args(served[3:])
+    assert serve.parse_args(CONTAINER_COMMAND[3:]).http == serve.PROTOCOL
+    assert re.search(r"^WORKDIR /app$", DOCKERFILE, re.MULTILINE)  # --app-dir . is /app
+    assert int(image_env()["WEB_CONCURRENCY"]) > 1  # read by the launcher
     assert re.search(r"^FROM python:3\.\d+-slim$", DOCKERFILE, re.MULTILINE)
     [user] = re.findall(r"^USER (\S+)$", DOCKERFILE, re.MULTILINE)
     assert user.split(":")[0].isdigit() and user.split(":")[0] != "0"  # runAsNonRoot can check
@@ -84,6 +92,42 @@ def test_image_dependencies_are_pinned_and_in_the_build_context():
     for sources in copied:
         for source in sources.split():
             assert source.rstrip("/") in allowed, f"{source} is not in the build context"
+
+
+def healthcheck_command(port: int) -> list[str]:
+    """The Dockerfile's HEALTHCHECK command, with this interpreter and ``port``."""
+    [line] = re.findall(r"^HEALTHCHECK .*\\\n\s+CMD (\[.*\])$", DOCKERFILE, re.MULTILINE)
+    command = json.loads(line.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+    assert command[0] == "python"
+    return [sys.executable, *command[1:]]
+
+
+def test_image_command_serves_with_the_launchers_limits_and_drains_as_pid_1(
+    tmp_path, small_model_dir
+):
+    # The Dockerfile's own command line and environment (WEB_CONCURRENCY=2), as a real process
+    # on 127.0.0.1; only the paths and the port are local.
+    workers = int(image_env()["WEB_CONCURRENCY"])
+    server = WorkerServer(tmp_path, workers=workers, env={"MODEL_DIR": small_model_dir})
+    try:
+        server.start()
+        assert len(server.worker_pids()) == workers > 1
+        health = subprocess.run(healthcheck_command(server.port), timeout=30, check=False)
+        assert health.returncode == 0
+
+        # A connection-level limit of the protocol class (plain uvicorn reads any head size).
+        big = {"x-big": "a" * (Settings().max_header_bytes + 1)}
+        assert httpx.get(server.url + "/health", headers=big, timeout=10).status_code == 431
+        assert httpx.post(server.url + "/predict", json={"text": "good"}).status_code == 200
+
+        server.proc.send_signal(signal.SIGTERM)  # what `docker stop` sends to PID 1
+        assert server.proc.wait(timeout=60) == 0, server.output()
+    finally:
+        server.stop()
+    for events in map(json_lines, server.log_files().values()):
+        [shutdown] = [e for e in events if e["event"] == "shutdown"]
+        assert shutdown["drain_complete"] is True
+    assert not server.metrics_dir.exists()  # the launcher created it: removed at exit
 
 
 def manifests() -> list[Path]:

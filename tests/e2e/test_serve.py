@@ -1,5 +1,6 @@
 """The launcher (``python -m serving.serve``) and plain uvicorn as real processes: SIGTERM
-under load drains and ends with the documented exit status; a second signal changes nothing.
+under load drains and ends with the documented exit status; a second signal changes nothing;
+SIGHUP is ignored and logged.
 
 Everything talks to 127.0.0.1 on a free port, is bounded in requests and seconds, and every
 process is killed by its PID in teardown whatever happens.
@@ -7,9 +8,12 @@ process is killed by its PID in teardown whatever happens.
 
 from __future__ import annotations
 
+import json
 import signal
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from loadgen import check_nothing_dropped, load_then_signal
 from multiworker import json_lines
@@ -80,3 +84,21 @@ def test_bad_setting_stops_the_launcher_with_a_message(start):
     assert returncode != 0
     assert "INFERENCE_MAX_TEXT_CHARS" in server.log_text()
     assert "Traceback" not in server.log_text()  # a message, not a stack
+
+
+@pytest.mark.parametrize("stage", ["batched", "metrics"])
+def test_launcher_ignores_sighup_and_logs_it(start, stage):
+    # SIGHUP (a closed terminal, kill -HUP) used to end the server at once, without a drain.
+    # The final stage's own handler logs it to its log; the launcher covers every stage.
+    server = start(LAUNCHER, stage).start()
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "signal_ignored" not in server.log_text():
+        assert server.proc.poll() is None, server.log_text()
+        assert time.monotonic() < deadline, server.log_text()
+        time.sleep(0.1)
+    [line] = [json.loads(x) for x in server.log_text().splitlines() if "signal_ignored" in x]
+    assert line["signal"] == "SIGHUP"
+    assert httpx.get(server.url + "/health", timeout=5).status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0, server.log_text()

@@ -1,17 +1,25 @@
 """The final stage with two worker processes, started by the container's command: one /metrics
 for all workers (exact counts on every scrape, also after a worker was killed and replaced),
-one valid JSON log file per worker, and SIGTERM under load drains every worker and exits 0.
+one valid JSON log file per worker, SIGTERM under load drains every worker and exits 0, a
+worker killed under load is replaced by one that takes no connection before it can predict,
+SIGHUP is ignored and logged, and the metrics directory goes at exit.
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import signal
+import threading
 import time
 
+import httpx
 import pytest
 from loadgen import check_nothing_dropped, load_then_signal
 from multiworker import WorkerServer, json_lines, send_predictions
+
+from serving.state import LOADING
 
 pytestmark = pytest.mark.slow
 
@@ -85,6 +93,12 @@ def test_one_metrics_endpoint_counts_every_worker_exactly(two_workers):
         time.sleep(0.1)
     assert len(logged) == sent + 30
 
+    # At exit the metric files go; the directory was there before (the user's): it stays,
+    # with what else is in it.
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) == 0, server.output()
+    assert sorted(p.name for p in server.metrics_dir.iterdir()) == ["notes.txt"]
+
 
 def test_killed_worker_is_replaced_and_its_counts_stay(two_workers):
     server = two_workers
@@ -150,3 +164,128 @@ def test_sigterm_under_load_drains_every_worker_and_exits_0(tmp_path, small_mode
         for e in json_lines(files[pid])
     )
     assert logged_ok == sum(r == 200 for _, _, r in outcomes)
+
+
+def load_around(
+    server: WorkerServer,
+    during,
+    clients: int = 6,
+    pause: float = 0.01,
+    max_requests: int = 6000,
+    max_seconds: float = 90,
+) -> list[tuple[object, str]]:
+    """``POST /predict`` from ``clients`` threads, a new connection each, while ``during()`` runs
+    (then 1 s more); returns (status code or transport error name, body) per request. Bounded:
+    at most ``max_requests`` requests and ``max_seconds`` seconds."""
+    results: list[tuple[object, str]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    deadline = time.monotonic() + max_seconds
+
+    def client(n: int) -> None:
+        limits = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=server.url, timeout=10, limits=limits) as http:
+            i = 0
+            while not stop.is_set() and time.monotonic() < deadline:
+                with lock:
+                    if len(results) >= max_requests:
+                        return
+                try:
+                    r = http.post("/predict", json={"text": f"client {n} review {i}: good"})
+                    result: tuple[object, str] = (r.status_code, r.text)
+                except httpx.TransportError as e:
+                    result = (type(e).__name__, "")
+                with lock:
+                    results.append(result)
+                i += 1
+                time.sleep(pause)  # about clients / pause requests a second
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)  # the load is flowing before anything happens
+        during()
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    return results
+
+
+def test_a_replacement_worker_takes_connections_only_once_it_can_predict(tmp_path, small_model_dir):
+    # A worker killed under load is replaced by uvicorn's supervisor. The replacement shares
+    # the listening socket: if it accepted before its model was loaded, its share of the
+    # connections would get 503 "model is loading" (35 of them at 150 requests a second).
+    server = WorkerServer(tmp_path, workers=2, env={"MODEL_DIR": small_model_dir})
+    try:
+        server.start()
+        victim = server.worker_pids()[0]
+
+        def kill_and_wait_for_the_replacement() -> None:
+            os.kill(victim, signal.SIGKILL)
+            server.wait_for(
+                lambda: victim not in server.worker_pids() and len(server.loaded_workers()) == 2,
+                60,
+                "a replacement worker",
+            )
+
+        results = load_around(server, kill_and_wait_for_the_replacement)
+    finally:
+        server.stop()
+
+    loading = [body for status, body in results if status == 503 and LOADING in body]
+    statuses = collections.Counter(status for status, _ in results)
+    assert not loading, f"{len(loading)} x 503 {LOADING!r}; all: {statuses}"
+    # Only the requests inside the killed worker may fail (their connections die with it).
+    failed = {s: n for s, n in statuses.items() if s != 200}
+    assert statuses[200] >= 100 and sum(failed.values()) <= 8, statuses
+
+
+def supervisor_events(server: WorkerServer) -> list[dict]:
+    """The launcher's own JSON lines on the shared stdout (the workers' lines there have no
+    ``role``; uvicorn's are plain text)."""
+    text = (server.tmp_path / "server.out").read_text(errors="replace")
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("role") == "supervisor"]
+
+
+def test_sighup_is_ignored_and_logged_by_the_supervisor_and_each_worker(tmp_path, small_model_dir):
+    # No PROMETHEUS_MULTIPROC_DIR: the launcher makes a temporary one, and removes it at exit.
+    server = WorkerServer(
+        tmp_path, workers=2, env={"MODEL_DIR": small_model_dir}, metrics_dir=False
+    )
+    try:
+        server.start()
+        [made] = server.temp_dir.glob("inference-metrics-*")
+        workers = sorted(server.worker_pids())
+        # uvicorn's supervisor would restart every worker; a worker would die without a drain.
+        os.kill(server.proc.pid, signal.SIGHUP)
+        os.kill(workers[0], signal.SIGHUP)
+        server.wait_for(
+            lambda: (
+                [e for e in supervisor_events(server) if e["event"] == "signal_ignored"]
+                and [e for e in server.events(workers[0]) if e["event"] == "signal_ignored"]
+            ),
+            30,
+            "signal_ignored lines",
+        )
+        [line] = [e for e in supervisor_events(server) if e["event"] == "signal_ignored"]
+        assert (line["signal"], line["role"], line["pid"]) == (
+            "SIGHUP",
+            "supervisor",
+            server.proc.pid,
+        )
+        [line] = [e for e in server.events(workers[0]) if e["event"] == "signal_ignored"]
+        assert line["signal"] == "SIGHUP"
+        assert set(send_predictions(server.url, 40)) == {200}
+        assert sorted(server.worker_pids()) == workers  # the same processes, still serving
+
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=60) == 0, server.output()
+    finally:
+        server.stop()
+    assert not made.exists()  # the launcher's own metrics directory is gone
+    for pid in workers:
+        assert [e for e in server.events(pid) if e["event"] == "shutdown"]  # drained

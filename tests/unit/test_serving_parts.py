@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -81,6 +82,24 @@ def test_first_signal_flips_first_then_hands_over(sig):
         signal.signal(sig, original)
 
 
+def test_sighup_is_ignored_and_logged_then_handed_back(caplog):
+    calls: list[str] = []
+    original = signal.getsignal(signal.SIGHUP)
+    hook = ShutdownSignals(lambda: calls.append("drain"), lambda: None, logging.getLogger("t"))
+    hook.install()
+    try:
+        # By default SIGHUP ends the process at once, without a drain: checked before raising.
+        assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, original)
+        with caplog.at_level(logging.WARNING, logger="t"):
+            signal.raise_signal(signal.SIGHUP)
+        assert calls == []  # no drain begins: nothing changes but the log
+        [record] = caplog.records
+        assert (record.getMessage(), record.signal) == ("signal_ignored", "SIGHUP")
+    finally:
+        hook.uninstall()
+    assert signal.getsignal(signal.SIGHUP) == original
+
+
 def test_drain_outcomes_are_recorded(monkeypatch):
     monkeypatch.setattr(serving.shutdown, "_drains", [])
     assert drains_complete()  # no app reported: nothing was left undone
@@ -109,6 +128,19 @@ def test_captured_signals_are_not_raised_again():
         assert server.should_exit
     # leaving the block restored the handlers and did not re-raise SIGTERM (we are alive)
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_launcher_ignores_and_logs_sighup_for_every_stage(monkeypatch, capsys):
+    monkeypatch.setattr(logging.getLogger("inference.launcher"), "handlers", [])
+    server = DrainingServer(uvicorn.Config("inference_server:app"))
+    before = signal.getsignal(signal.SIGHUP)
+    with server.capture_signals():
+        assert signal.getsignal(signal.SIGHUP) == server.handle_hup  # checked before raising
+        signal.raise_signal(signal.SIGHUP)
+        assert not server.should_exit and server.received == []
+    assert signal.getsignal(signal.SIGHUP) == before
+    [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (line["event"], line["signal"], line["role"]) == ("signal_ignored", "SIGHUP", "server")
 
 
 @pytest.mark.parametrize(
