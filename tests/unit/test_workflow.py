@@ -1,6 +1,7 @@
-"""The GitHub Actions workflow and .ci/run, checked where no runner is: GitHub's workflow
-schema, actionlint (with shellcheck and pyflakes on the steps' scripts), and the commands the
-workflow runs against the ones .ci/run runs (they cannot drift apart).
+"""The GitHub Actions workflow, .ci/run and the pre-commit hooks, checked where no runner is:
+GitHub's workflow schema, actionlint (with shellcheck and pyflakes on the steps' scripts), the
+commands the workflow runs against the ones .ci/run runs (they cannot drift apart), and the
+hooks' tools against requirements.txt.
 
 The tools come from requirements.txt. Where one is missing its test is skipped, except in CI
 (CI=true), where it fails: a CI run that checked nothing must not pass.
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
 CI_WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 CI_RUN = ROOT / ".ci" / "run"
+PRE_COMMIT = ROOT / ".pre-commit-config.yaml"
 # pytest options that only report (the whole suite with them is still the whole suite).
 REPORTING = re.compile(r"--junitxml=\S+|--overwrite")
 
@@ -270,3 +272,35 @@ def test_the_workflow_runs_what_ci_run_runs(tmp_path):
 def test_the_suite_job_installs_the_tools_before_it_tests():
     lines = [ln for s in scripts("suite") for ln in s.splitlines() if ".ci/run" in ln]
     assert [shlex.split(ln)[2] for ln in lines] == ["tools", "test"]
+
+
+# --- the pre-commit hooks ---------------------------------------------------------------------
+
+
+PRE_COMMIT_CONFIG = yaml.safe_load(PRE_COMMIT.read_text(encoding="utf-8"))
+HOOKS = {h["id"]: h for repo in PRE_COMMIT_CONFIG["repos"] for h in repo["hooks"]}
+
+
+def requirement_lines() -> set[str]:
+    lines = (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    return {re.sub(r"\s+", " ", ln.split("#", 1)[0]).strip() for ln in lines} - {""}
+
+
+def test_hooks_are_local_and_pinned_as_requirements_txt_pins():
+    """No hook comes from a git host; each installs exactly the pins of requirements.txt."""
+    assert {repo["repo"] for repo in PRE_COMMIT_CONFIG["repos"]} == {"local"}
+    pins = requirement_lines()
+    for hook in HOOKS.values():
+        assert hook["language"] == "python", hook["id"]
+        for dependency in hook["additional_dependencies"]:
+            assert re.sub(r"\s+", " ", dependency) in pins, (hook["id"], dependency)
+    assert {"ruff-check", "ruff-format", "nbstripout"} <= set(HOOKS)
+
+
+def test_committed_notebooks_pass_the_notebook_hook():
+    """The notebooks are stored as the hook leaves them (outputs and counts kept)."""
+    words = shlex.split(HOOKS["nbstripout"]["entry"])
+    assert words[0] == "nbstripout" and {"--keep-output", "--keep-count"} <= set(words)
+    notebooks = sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb"))
+    result = run(need("nbstripout"), *words[1:], "--verify", *notebooks)
+    assert result.returncode == 0, "run .venv/bin/pre-commit run --all-files:\n" + result.stdout
