@@ -143,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         http=args.http,
         limit_concurrency=args.limit_concurrency,
         timeout_keep_alive=args.timeout_keep_alive,
+        ws="none",  # no WebSocket route: an upgrade is plain HTTP (serving/protocol.py)
     )
     if config.workers > 1:
         prepare_metrics_dir()  # one /metrics over every worker (serving/multiprocess.py)
