@@ -95,7 +95,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.trailer_bytes = 0  # the trailer section, counted like a head
         self.trailer_fields = 0  # exact size of the trailer fields seen
         self.began_here_trailer = False  # the last chunk header came in the read being parsed
-        self.upgrade_refused = False  # bytes after a refused upgrade are not HTTP: dropped
+        self.ignore_input = False  # after a refused upgrade (not HTTP) or a refusal: dropped
+        self.deferred: tuple[int, str] | None = None  # a refusal waiting for earlier answers
         # Slowloris: since when this connection waits for a complete request head (None: busy).
         self.waiting_since: float | None = None
         self.write_timer: asyncio.TimerHandle | None = None
@@ -206,8 +207,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
-        if self.upgrade_refused:
-            return  # the client speaks another protocol now; its request is being answered
+        if self.ignore_input or self.deferred is not None:
+            return  # not HTTP any more (an upgrade), or refused: earlier answers still due
         in_head = self.phase == HEAD
         in_trailer = self.phase == BODY and self.after_chunk_header
         self.read_size = len(data)
@@ -315,6 +316,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        done = self.cycle is None or self.cycle.response_complete  # the newest one, so all
+        if self.deferred is not None and done and not self.transport.is_closing():
+            status, detail = self.deferred
+            self._write(status, detail)  # the earlier answers are out: now the refusal
+            self.transport.close()
+            return
         if not self.pipeline and not self.lost and self.phase != BODY:
             self.waiting_since = self.loop.time()  # free again: waits for its next head
 
@@ -387,6 +394,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Refuse a request the app already has (its body is being read): the app's line says
         ``status``, and the client gets it unless the app has begun its own answer."""
         self._disarm()
+        if self.pipeline:  # queued behind earlier answers: the app never sees it
+            cycle, _ = self.pipeline[0]  # the newest (uvicorn appends on the left)
+            self.pipeline[0] = (cycle, _refusal_app(status, detail))  # answered in its turn
+            self.ignore_input = True
+            if limits.observer is not None:
+                method, path = cycle.scope["method"], cycle.scope["path"]
+                limits.observer.response(status, method, path, event, detail)
+            return
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
             cycle.scope["state"][limits.WIRE_STATUS] = status
@@ -398,7 +413,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_upgrade(self) -> None:
         """An upgrade (WebSocket, CONNECT): the app answers the request as plain HTTP, then the
         connection closes; what the client sends meanwhile is not HTTP and is dropped."""
-        self.upgrade_refused = True
+        self.ignore_input = True
         self._disarm()
         if self.cycle is not None:
             self.cycle.keep_alive = False
@@ -406,7 +421,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             limits.observer.event("upgrade_refused")
 
     def _answer(self, status: int, detail: str, event: str) -> None:
-        """Write an answer the app never sees, log and count it, close the connection."""
+        """Write an answer the app never sees, log and count it, close the connection. Behind
+        pipelined requests still being answered, it waits for their answers (HTTP/1.1 answers
+        in order); nothing more is read meanwhile."""
         self._disarm()
         if limits.observer is not None:
             url = bytes(getattr(self, "url", b"") or b"")
@@ -416,6 +433,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                     method = self.parser.get_method().decode("latin-1")
             path = url[:200].decode("latin-1")
             limits.observer.response(status, method, path, event, detail)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not self.transport.is_closing():
+            self.deferred = (status, detail)
+            self.flow.pause_reading()
+            return
         self._write(status, detail)
         self.transport.close()
 
@@ -424,6 +446,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n"
         retry = RETRY_AFTER if status == 503 else b""  # the cap: worth another try soon
         self.transport.write(STATUS_LINE[status] + head % len(body) + retry + b"\r\n" + body)
+
+
+def _refusal_app(status: int, detail: str) -> Any:
+    """An ASGI app that only answers ``status`` (for a pipelined request refused in its body)."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return refuse
 
 
 class _RefusedError(Exception):

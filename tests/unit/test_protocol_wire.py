@@ -368,3 +368,14 @@ def test_shutdown_closes_by_force_what_is_still_open_at_the_drain_deadline(monke
         assert stuck_transport.aborted
 
     run(go())
+
+
+@pytest.mark.parametrize(
+    "refused,status",
+    [(head_of_size(LIMIT + 1), 431), (chunked([b"x"] * (MAX_BODY_CHUNKS + 1)), 413)],
+    ids=["head", "chunks"],
+)
+def test_a_refusal_behind_pipelined_requests_comes_after_their_answers(refused, status):
+    """HTTP/1.1 answers in order: the refusal waits for the answers the client is still owed."""
+    answers, transport = feed([get() + get() + refused + get()], 3)
+    assert answers == [200, 200, status] and transport.closing
