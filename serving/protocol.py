@@ -16,8 +16,9 @@ Run it with ``uvicorn inference_server:app --http serving.protocol:LimitedHttpTo
 * ``BODY_TIMEOUT_S``: the body must arrive within this time after the head (408); on shutdown
   the remaining wait is cut to ``DRAIN_TIMEOUT_S``;
 * ``MAX_CONNECTIONS``: at the cap, the connection that has waited longest for a request head
-  is closed to make room (a client that has not sent a whole head cannot keep a working client
-  out: slowloris); only when none is waiting does the new connection get 503 (``Retry-After``);
+  (none of its requests in progress) is closed to make room: a client that has not sent a whole
+  head cannot keep a working client out (slowloris). Only when none is waiting does the new
+  connection get 503 (with ``Retry-After``);
 * WebSocket and other upgrades are refused: the request is answered as plain HTTP by the app
   (the app has no WebSocket route), then the connection closes; uvicorn's upgrade path left a
   stalled connection and its protocol object behind for good;
@@ -97,7 +98,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.began_here_trailer = False  # the last chunk header came in the read being parsed
         self.ignore_input = False  # after a refused upgrade (not HTTP) or a refusal: dropped
         self.deferred: tuple[int, str] | None = None  # a refusal waiting for earlier answers
-        # Slowloris: since when this connection waits for a complete request head (None: busy).
+        # Slowloris: since when this connection has waited for a complete request head with no
+        # request in progress (None: busy, or an idle keep-alive connection, which the
+        # keep-alive timeout closes and whose client would see a reset if evicted).
         self.waiting_since: float | None = None
         self.write_timer: asyncio.TimerHandle | None = None
         self.drain_timer: asyncio.TimerHandle | None = None
@@ -106,7 +109,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # Connection -----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_QuietTransport(transport))  # type: ignore[arg-type]
         if len(self.connections) > self.max_connections and not self._make_room():
             self._answer(503, "too many open connections, retry later", "connection_refused")
             return
@@ -115,8 +118,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._arm(self.header_timeout_s)  # a connection that never says anything
 
     def _make_room(self) -> bool:
-        """At the cap: close the connection that has waited longest for a request head (a
-        slowloris socket, or an idle keep-alive one). False when every other one is busy."""
+        """At the cap: close the connection that has waited longest for a request head with no
+        request in progress (a slowloris socket). False when there is none."""
         waiting = [
             (since, other)
             for other in self.connections  # scanned only at the cap: a few hundred at most
@@ -132,7 +135,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.waiting_since = None
         if self.phase == HEAD:  # half a head: say why
             self._answer(503, "connection closed to make room, retry later", "connection_evicted")
-        else:  # nothing asked (or an idle keep-alive connection): close quietly
+        else:  # nothing asked yet: close quietly
             self._disarm()
             _observer_closed("connection_evicted", "closed at the connection cap to make room")
             self.transport.close()
@@ -241,6 +244,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # Parser callbacks -----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.waiting_since is None and (self.cycle is None or self.cycle.response_complete):
+            self.waiting_since = self.loop.time()  # a keep-alive connection begins a new head
         super().on_message_begin()
         self.phase = HEAD
         self.head_bytes = 0
@@ -322,8 +327,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._write(status, detail)  # the earlier answers are out: now the refusal
             self.transport.close()
             return
-        if not self.pipeline and not self.lost and self.phase != BODY:
-            self.waiting_since = self.loop.time()  # free again: waits for its next head
+        if not self.pipeline and not self.lost and self.phase == HEAD:
+            self.waiting_since = self.loop.time()  # its next head had begun meanwhile
 
     def _should_upgrade_to_ws(self) -> bool:
         return False  # the app has no WebSocket route: an upgrade request is plain HTTP
@@ -446,6 +451,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n"
         retry = RETRY_AFTER if status == 503 else b""  # the cap: worth another try soon
         self.transport.write(STATUS_LINE[status] + head % len(body) + retry + b"\r\n" + body)
+
+
+class _QuietTransport:
+    """The connection's transport, except that a write after the peer has gone is dropped.
+
+    uvloop closes a transport at once when the peer resets, and tells the protocol (which tells
+    uvicorn's request cycle) one loop turn later; an answer written in between raised, and the
+    request was logged as a 500 the client never saw. asyncio's own transports drop such writes.
+    """
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def write(self, data: bytes) -> None:
+        """Write, unless the transport is already closed or closing."""
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _refusal_app(status: int, detail: str) -> Any:

@@ -7,6 +7,7 @@ Each test runs a small ASGI app on a fresh event loop; nothing touches the netwo
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
@@ -38,6 +39,8 @@ class FakeTransport(asyncio.Transport):
         )
 
     def write(self, data: bytes) -> None:  # type: ignore[override]
+        if self.closing:  # as uvloop's: its handle is gone before connection_lost is called
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
         self.written += data
 
     def is_closing(self) -> bool:
@@ -308,7 +311,10 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room():
     still gets in, and the oldest waiting connection goes."""
 
     async def go() -> None:
-        harness = Harness(asyncio.get_running_loop(), max_connections=4)
+        harness = Harness(asyncio.get_running_loop(), max_connections=5)
+        keep_alive, kept = harness.connect()  # a working client between two requests
+        keep_alive.data_received(get())
+        assert await settle(kept, 1) == [200]
         idle = [harness.connect() for _ in range(4)]
         idle[1][0].data_received(b"G")  # half a head is no better than nothing
         worker, transport = harness.connect()
@@ -319,7 +325,7 @@ def test_at_the_cap_the_oldest_idle_connection_makes_room():
         late = harness.connect()  # next: the half-sent head, which is told why
         assert idle[1][1].closing and statuses(idle[1][1]) == [503]
         assert b"retry-after: 1\r\n" in bytes(idle[1][1].written)
-        assert not late[1].closing
+        assert not late[1].closing and not kept.closing
 
     run(go())
 
@@ -379,3 +385,37 @@ def test_a_refusal_behind_pipelined_requests_comes_after_their_answers(refused, 
     """HTTP/1.1 answers in order: the refusal waits for the answers the client is still owed."""
     answers, transport = feed([get() + get() + refused + get()], 3)
     assert answers == [200, 200, status] and transport.closing
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_client_gone_before_its_answer_is_not_a_500():
+    """The peer resets while its request is queued to run: uvloop closes the transport at once
+    and calls connection_lost one turn later; an answer written in between raised, and uvicorn
+    logged the request as a 500 (seen in the soak with the slow reader)."""
+
+    errors = Collect()
+    logger = logging.getLogger("uvicorn.error")  # its records do not reach caplog
+
+    async def go() -> None:
+        harness = Harness(asyncio.get_running_loop())  # configures uvicorn's logging
+        logger.addHandler(errors)
+        protocol, transport = harness.connect()
+        protocol.data_received(get())
+        transport.close()  # the reset, before the app's task has run
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not protocol.connections
+
+    try:
+        run(go())
+    finally:
+        logger.removeHandler(errors)
+    assert not errors.records, [r.getMessage() for r in errors.records]
