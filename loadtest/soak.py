@@ -293,7 +293,7 @@ class Soak:
                 writer.close()
             except OSError:
                 self.hostile_status["slowloris -> connection error"] += 1
-            await asyncio.sleep(self.args.slowloris_wait)
+            await asyncio.sleep(min(self.args.slowloris_wait, self.deadline - time.monotonic()))
 
     async def newcomers(self) -> None:
         """Working clients that open a new connection for each request (5 a second)."""
