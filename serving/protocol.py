@@ -10,7 +10,7 @@ Run it with ``uvicorn inference_server:app --http serving.protocol:LimitedHttpTo
   section is held to the same limit, and its fields are dropped (ASGI has no request trailers;
   uvicorn appended them to the request's header list without bound);
 * ``MAX_BODY_CHUNKS``: a chunked body in more chunks than this gets 413 (each chunk costs
-  Python callbacks: a 1 MB body in 1-byte chunks held the event loop for 0.25-0.45 s);
+  Python callbacks: a body in 1-byte chunks held the event loop for 0.25-0.45 s);
 * ``HEADER_TIMEOUT_S``: a connection must deliver a complete head within this time (a silent
   one is closed, a half-sent head gets 408);
 * ``BODY_TIMEOUT_S``: the body must arrive within this time after the head (408); on shutdown
@@ -23,14 +23,15 @@ Run it with ``uvicorn inference_server:app --http serving.protocol:LimitedHttpTo
   (the app has no WebSocket route), then the connection closes; uvicorn's upgrade path left a
   stalled connection and its protocol object behind for good;
 * a client that does not read its answers: a write paused for longer than the body timeout
-  closes the connection, and on shutdown every connection still open ``DRAIN_TIMEOUT_S`` (plus
-  a second to flush the last answers) after the signal is closed by force and counted, so the
+  closes the connection, and every connection still open ``DRAIN_TIMEOUT_S`` (plus a second to
+  flush the last answers) after shutdown began is closed by force and counted, so the
   ``shutdown`` line can say so;
 * every answer written here (and uvicorn's own 400 for a request it cannot parse) is logged and
   counted through the app's :class:`serving.limits.WireObserver`.
 
-Timers are armed only when a head or body is still incomplete after a read, so a request that
-arrives whole (the benchmark's case) costs no timer at all.
+Read timers are armed only when a head or body is still incomplete after a read, so a request
+that arrives whole (the benchmark's case) costs no timer at all; the write timer only when the
+transport pauses writing, the drain timer only at shutdown.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def _settings() -> Any:
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` plus header size limit, read timeouts and a connection cap."""
+    """``HttpToolsProtocol`` plus head, trailer and chunk limits, read and write timeouts, a
+    connection cap that evicts slowloris connections, refused upgrades and a drain deadline."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
