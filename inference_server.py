@@ -20,7 +20,7 @@ from serving.batcher import BatchStats, DynamicBatcher, InlineBatcher
 from serving.context import RequestCtx
 from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers, without_paths
-from serving.limits import install_limits
+from serving.limits import connections_closed_by_force, install_limits
 from serving.logs import configure_logging, flush_logs, prediction_fields
 from serving.metrics import Metrics
 from serving.multiprocess import mark_worker_exit, several_workers, worker_log_path
@@ -138,12 +138,14 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         state.begin_drain()
         loading.cancel()
         drained = await state.batcher.stop(settings.drain_timeout_s) if state.batcher else 0
-        complete = not (state.batcher and state.batcher.drain_timed_out)
+        forced = connections_closed_by_force()  # clients that never read their answers
+        complete = not (state.batcher and state.batcher.drain_timed_out) and not forced
         log.info(
             "shutdown",
             extra={
                 "drained_texts": drained,
                 "drain_complete": complete,
+                "connections_closed_by_force": forced,
                 "model_version": state.version,
             },
         )

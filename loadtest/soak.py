@@ -11,6 +11,18 @@ one ``/predict/batch`` of 8 in ten. Mixed in, all the time:
 * hostile bodies, two a second: NaN / Infinity / 1e999, lone surrogates, a 1 MB flood of
   90,000 unknown keys, 100,000-deep nesting, a 2 MB body.
 
+Wire attackers (``--wire``, all on by default; ``--wire none`` for the older soak):
+
+* trailer flood: one connection at a time sends a chunked body followed by a trailer field that
+  never ends, 64 KB a write, up to ``--trailer-mb`` in all (the server should cut each at 431);
+* stuck upgrade: every 2 s a WebSocket upgrade whose head has a 9 KB line; the time until the
+  server has answered and closed it is recorded;
+* slow reader: a connection that pipelines ``GET /metrics`` and never reads the answers (the
+  server's writes back up); at the end, with one still open, the time SIGTERM takes is measured;
+* slowloris: ``--slowloris`` sockets (default twice the connection cap) that send one byte and
+  reconnect ``--slowloris-wait`` s after the server closes them, with newcomers (a new connection
+  for each request, 5 a second) measured apart from the normal pool, which connected first.
+
 Reports the normal requests' p50 / p99 / max, the server's RSS every 5 s, every status seen,
 and the 500s (seen by the clients and counted by the server). 127.0.0.1 only; the server is
 started and stopped by PID, on CPU 0, and the clients run on CPU 1 when there are two.
@@ -27,6 +39,8 @@ import json
 import os
 import random
 import shutil
+import signal
+import socket
 import statistics
 import tempfile
 import time
@@ -39,6 +53,7 @@ from loadtest.launcher import CLIENT_CPU, StageServer
 from loadtest.rawhttp import Connection, predict_body, request_bytes
 from sentiment_model.throughput import pinned_to_cpu
 from serving.serve import PROTOCOL
+from serving.settings import Settings
 
 TEXTS = [
     "A warm, funny film with a clever script and two lovely performances.",
@@ -46,6 +61,9 @@ TEXTS = [
     "The plot is thin but the photography is stunning and the music soars.",
     "Not the worst thing I have seen this year, but close to it.",
 ]
+
+
+WIRE_ATTACKERS = ("trailer", "upgrade", "slow-reader", "slowloris")
 
 
 def rss_mb(pid: int) -> float:
@@ -81,6 +99,10 @@ class Soak:
         self.hostile_status: Counter[str] = Counter()
         self.rss: list[tuple[float, float]] = []
         self.started = time.monotonic()
+        self.upgrade_close_s: list[float] = []  # stuck upgrades: time until closed
+        self.newcomer_latencies: list[float] = []
+        self.newcomer_status: Counter[int] = Counter()
+        self.trailer_sent = 0  # bytes of trailer flood sent
 
     def running(self) -> bool:
         return time.monotonic() < self.deadline
@@ -190,6 +212,126 @@ class Soak:
             await asyncio.sleep(0.5)
         await conn.close()
 
+    async def trailer_flood(self) -> None:
+        """Chunked bodies each followed by a trailer field that never ends."""
+        head = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n17\r\n" + b'{"text": "a fine film"}'
+        )
+        budget = self.args.trailer_mb * 1_000_000
+        piece = b"a" * 65536
+        while self.running() and self.trailer_sent < budget:
+            label = "closed"
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(head + b"\r\n0\r\nX-Flood: ")
+                while self.running() and self.trailer_sent < budget and not reader.at_eof():
+                    writer.write(piece)
+                    self.trailer_sent += len(piece)
+                    await writer.drain()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        data = await asyncio.wait_for(reader.read(1024), 0.001)
+                        label = data[9:12].decode() or "closed"
+                        break
+                writer.close()
+            except OSError:
+                label = "connection error"
+            self.hostile_status[f"trailer flood -> {label}"] += 1
+
+    async def stuck_upgrade(self) -> None:
+        """WebSocket upgrades with a 9 KB header line (uvicorn's WebSocket path never answered
+        them); records how long the server takes to answer and close each."""
+        raw = (
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"X-Long: " + b"l" * 9000 + b"\r\n\r\n"
+        )
+        while self.running():
+            label = "closed"
+            try:
+                started = time.perf_counter()
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(raw)
+                data = await asyncio.wait_for(reader.read(), 30)  # until the server closes
+                self.upgrade_close_s.append(time.perf_counter() - started)
+                label = data[9:12].decode() or "closed"
+                writer.close()
+            except asyncio.TimeoutError:
+                label = "still open after 30 s"
+                writer.close()
+            except OSError:
+                label = "connection error"
+            self.hostile_status[f"stuck upgrade -> {label}"] += 1
+            await asyncio.sleep(2)
+
+    async def slow_reader(self) -> None:
+        """Pipelines requests and never reads; reconnects when the server gives up on it."""
+        while self.running():
+            try:
+                _, writer = await slow_reader_connection(self.port)
+                while self.running() and not writer.is_closing():
+                    await asyncio.sleep(0.5)
+                if writer.is_closing():
+                    self.hostile_status["slow reader -> closed by server"] += 1
+                writer.close()
+            except OSError:
+                self.hostile_status["slow reader -> connection error"] += 1
+                await asyncio.sleep(1)
+
+    async def slowloris(self) -> None:
+        """One socket: connect, send one byte, wait for the server to close it, wait, again."""
+        while self.running():
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.write(b"G")
+                while self.running():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        data = await asyncio.wait_for(reader.read(1024), 1)
+                        label = data[9:12].decode() if data else "closed"
+                        self.hostile_status[f"slowloris -> {label}"] += 1
+                        break
+                writer.close()
+            except OSError:
+                self.hostile_status["slowloris -> connection error"] += 1
+            await asyncio.sleep(min(self.args.slowloris_wait, self.deadline - time.monotonic()))
+
+    async def newcomers(self) -> None:
+        """Working clients that open a new connection for each request (5 a second)."""
+        raw = request_bytes("/predict", predict_body(TEXTS[0]))
+        tasks = set()
+
+        async def one() -> None:
+            started = time.perf_counter()
+            conn = Connection(self.port)
+            status, _ = await conn.send(raw, timeout=30)
+            await conn.close()
+            self.newcomer_status[status] += 1
+            if status == 200:
+                self.newcomer_latencies.append((time.perf_counter() - started) * 1000)
+
+        await asyncio.sleep(2)  # the slowloris sockets first
+        while self.running():
+            task = asyncio.create_task(one())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            await asyncio.sleep(0.2)
+        await asyncio.gather(*tasks)
+
+    def wire_attackers(self) -> list:
+        """The coroutines of the wire attackers chosen with ``--wire``."""
+        chosen = self.args.wire
+        tasks = []
+        if "trailer" in chosen:
+            tasks.append(self.trailer_flood())
+        if "upgrade" in chosen:
+            tasks.append(self.stuck_upgrade())
+        if "slow-reader" in chosen:
+            tasks.append(self.slow_reader())
+        if "slowloris" in chosen:
+            tasks += [self.slowloris() for _ in range(self.args.slowloris)]
+            tasks.append(self.newcomers())
+        return tasks
+
     async def sampler(self) -> None:
         while self.running():
             elapsed = time.monotonic() - self.started
@@ -207,7 +349,37 @@ class Soak:
             self.bad_bodies(),
             *(self.slow_client() for _ in range(self.args.slow)),
             *(self.stalled_upload() for _ in range(self.args.stalled)),
+            *self.wire_attackers(),
         )
+
+
+async def slow_reader_connection(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection with a small receive buffer that pipelines 20,000 ``GET /metrics`` (several
+    KB of answer each) and reads none of the answers."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 20_000)
+    return reader, writer
+
+
+def shutdown_with_slow_reader(server: StageServer) -> dict:
+    """SIGTERM with a slow reader's connection open: seconds until the process has exited."""
+
+    async def measure() -> float:
+        _, writer = await slow_reader_connection(server.port)
+        await asyncio.sleep(3)  # its answers back up
+        started = time.perf_counter()
+        server.proc.send_signal(signal.SIGTERM)
+        while server.proc.poll() is None and time.perf_counter() - started < 120:
+            await asyncio.sleep(0.05)
+        writer.close()
+        return time.perf_counter() - started
+
+    seconds = asyncio.run(measure())
+    return {"seconds": round(seconds, 2), "exit_code": server.proc.poll()}
 
 
 def server_500s(url: str) -> float:
@@ -235,16 +407,64 @@ def server_side_latency(log_path: Path) -> dict[str, dict[str, float]]:
     }
 
 
+def wire_summary(soak: Soak, args: argparse.Namespace, shutdown: dict | None) -> dict:
+    """The wire attackers' figures: what each one cost the server, or the normal clients."""
+    if not args.wire or args.control:
+        return {}
+    out: dict = {"attackers": sorted(args.wire)}
+    if "trailer" in args.wire:
+        out["trailer_flood_mb_sent"] = round(soak.trailer_sent / 1e6, 1)
+    if soak.upgrade_close_s:
+        closes = sorted(soak.upgrade_close_s)
+        out["stuck_upgrade_close_s"] = {
+            "n": len(closes),
+            "median": round(statistics.median(closes), 3),
+            "max": round(closes[-1], 3),
+        }
+    if shutdown is not None:
+        out["shutdown_with_slow_reader"] = shutdown
+    if "slowloris" in args.wire:
+        total = sum(soak.newcomer_status.values())
+        lat = sorted(soak.newcomer_latencies)
+        out["slowloris"] = {
+            "sockets": args.slowloris,
+            "reconnect_wait_s": args.slowloris_wait,
+            "newcomers": total,
+            "newcomers_served_pct": round(100 * len(lat) / total, 1) if total else None,
+            "newcomer_status": dict(soak.newcomer_status),
+            "newcomer_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 2) if lat else None,
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Soak the final stage with hostile clients.")
     parser.add_argument("--seconds", type=float, default=180)
     parser.add_argument("--rate", type=float, default=200, help="normal requests per second")
     parser.add_argument("--slow", type=int, default=60, help="slow-header connections")
     parser.add_argument("--stalled", type=int, default=20, help="stalled-upload connections")
+    parser.add_argument(
+        "--wire",
+        type=lambda v: set() if v == "none" else set(v.split(",")),
+        default=set(WIRE_ATTACKERS),
+        help=f"wire attackers, comma-separated, or none (default: {','.join(WIRE_ATTACKERS)})",
+    )
+    parser.add_argument("--trailer-mb", type=float, default=100, help="trailer flood budget")
+    parser.add_argument(
+        "--slowloris", type=int, default=None, help="slowloris sockets (default: twice the cap)"
+    )
+    parser.add_argument(
+        "--slowloris-wait", type=float, default=1.0, help="s before a closed one reconnects"
+    )
     parser.add_argument("--plain", action="store_true", help="plain uvicorn, no protocol class")
     parser.add_argument("--control", action="store_true", help="normal traffic only")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    unknown = args.wire - set(WIRE_ATTACKERS)
+    if unknown:
+        parser.error(f"unknown --wire attacker(s): {', '.join(sorted(unknown))}")
+    if args.slowloris is None:
+        args.slowloris = 2 * Settings().max_connections
     launcher = ("-m", "uvicorn") if args.plain else ("-m", "uvicorn", "--http", PROTOCOL)
     log_dir = tempfile.mkdtemp(prefix="soak-")  # the server's JSON log: not the student's logs/
     env = {"INFERENCE_LOG_PATH": str(Path(log_dir) / "requests.log")}
@@ -261,6 +481,8 @@ def main() -> None:
             for line in httpx.get(server.url + "/metrics", timeout=10).text.splitlines()
             if line.startswith(("inference_limit_events_total{", "inference_dropped_texts"))
         ]
+        rss_end = round(rss_mb(server.pid), 1)
+        shutdown = shutdown_with_slow_reader(server) if "slow-reader" in args.wire else None
     finally:
         server.stop()
     by_error = server_side_latency(Path(log_dir) / "requests.log")
@@ -280,6 +502,8 @@ def main() -> None:
             "max": round(lat[-1], 2),
         },
         "rss_mb": {"first": rss[0], "last": rss[-1], "max": max(rss), "timeline": soak.rss},
+        "rss_mb_at_end": rss_end,
+        "wire": wire_summary(soak, args, shutdown),
         "server_500s": count_500,
         "client_500s": soak.normal_status.get(500, 0)
         + sum(n for k, n in soak.hostile_status.items() if k.endswith("-> 500")),

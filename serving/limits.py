@@ -6,10 +6,12 @@ What an ASGI app can do by itself (so the plain ``uvicorn inference_server:app``
   once shutdown has begun within ``DRAIN_TIMEOUT_S``, so one stalled upload cannot keep the
   process alive after SIGTERM.
 
-What needs the connection itself (``serving/protocol.py``, run with ``--http``): the header size
-limit (431), the header read timeout, the connection cap, and logging the answers uvicorn gives
-on its own (400 for a request it cannot parse). The protocol reports those through the
-:class:`WireObserver` the app registers here, so they land in the same JSON log and metrics.
+What needs the connection itself (``serving/protocol.py``, run with ``--http``): the header and
+trailer size limit (431), chunks per body (413), the header read timeout, the connection cap and
+its eviction of idle connections, refused upgrades, the write timeout and the drain deadline,
+and logging the answers uvicorn gives on its own (400 for a request it cannot parse). The
+protocol reports those through the :class:`WireObserver` the app registers here, so they land
+in the same JSON log and metrics.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ LIMIT_EVENTS = (
     "body_timeout",
     "connection_refused",
     "bad_request",
+    "connection_evicted",  # closed at the connection cap to make room (slowloris)
+    "upgrade_refused",  # a WebSocket or other upgrade, answered as plain HTTP
+    "too_many_chunks",  # 413: a chunked body in more chunks than the protocol accepts
+    "write_timeout",  # the client did not read its answers
+    "drain_forced_close",  # still open at the drain deadline: closed by force
 )
 
 
@@ -204,6 +211,23 @@ class WireObserver:
         """A connection closed without an answer (nothing was asked yet)."""
         self.event(event)
         self.logger.info("connection_closed", extra={"reason": event, "detail": detail})
+
+    def forced_close(self, detail: str) -> None:
+        """Shutdown closed a connection by force (the drain did not end on its own)."""
+        global _forced_closes
+        _forced_closes += 1
+        self.event("drain_forced_close")
+        self.logger.warning(
+            "connection_closed", extra={"reason": "drain_forced_close", "detail": detail}
+        )
+
+
+_forced_closes = 0  # connections shutdown closed by force, in this process
+
+
+def connections_closed_by_force() -> int:
+    """How many connections the drain closed by force in this process (the shutdown line)."""
+    return _forced_closes
 
 
 # The app registers its observer here; serving/protocol.py reads it (one app per process).

@@ -216,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         http=args.http,
         limit_concurrency=args.limit_concurrency,
         timeout_keep_alive=args.timeout_keep_alive,
+        ws="none",  # no WebSocket route: an upgrade is plain HTTP (serving/protocol.py)
     )
     # One /metrics over every worker (serving/multiprocess.py): the directory is emptied before
     # the first starts and removed after the last one stops. Also with one worker when

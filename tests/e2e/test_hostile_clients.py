@@ -9,7 +9,9 @@ stopped by its PID.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import signal
 import socket
 import threading
@@ -21,6 +23,7 @@ import pytest
 from multiworker import json_lines
 
 from loadtest.launcher import StageServer
+from loadtest.rawhttp import request_bytes
 
 pytestmark = pytest.mark.slow
 PROTOCOL = ("-m", "uvicorn", "--http", "serving.protocol:LimitedHttpToolsProtocol")
@@ -231,19 +234,175 @@ def test_content_length_shorter_than_body_is_logged_with_the_status_sent(guarded
 
 
 def test_connection_cap_refuses_with_503(guarded):
+    """Every slot busy (bodies on their way): a new connection gets 503 with Retry-After."""
     before = metric(guarded, "inference_limit_events_total", event="connection_refused")
     held = [connect(guarded) for _ in range(16)]
     try:
+        for s in held:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         time.sleep(0.2)
         with connect(guarded) as extra:
             answer = read_answer(extra)
-        assert status_of(answer) == 503
+        assert status_of(answer) == 503 and b"\r\nretry-after: 1\r\n" in answer
     finally:
         for s in held:
             s.close()
     assert metric(guarded, "inference_limit_events_total", event="connection_refused") > before
     time.sleep(0.2)
     assert httpx.get(guarded.url + "/health", timeout=5).status_code == 200
+
+
+def test_slowloris_at_twice_the_cap_does_not_keep_working_clients_out(guarded):
+    """32 sockets (twice the cap of 16) that send one byte and reconnect 0.5 s after the server
+    closes them: a working client still gets in, because the connection that waited longest
+    for a head makes room."""
+    stop = threading.Event()
+
+    def slowloris() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError), connect(guarded) as s:
+                s.sendall(b"G")
+                s.settimeout(0.5)
+                while not stop.is_set():  # until the server closes it
+                    with contextlib.suppress(TimeoutError):
+                        if not s.recv(1024):
+                            break
+            stop.wait(0.5)
+
+    attackers = [threading.Thread(target=slowloris) for _ in range(32)]
+    for t in attackers:
+        t.start()
+    statuses = []
+    try:
+        time.sleep(1.5)  # the cap is full of them
+        for _ in range(40):
+            time.sleep(0.1)
+            try:
+                with httpx.Client(timeout=5) as client:  # a new connection each time
+                    statuses.append(client.get(guarded.url + "/health").status_code)
+            except httpx.TransportError:
+                statuses.append(0)
+    finally:
+        stop.set()
+        for t in attackers:
+            t.join(10)
+    assert statuses.count(200) >= 36, statuses  # at least 90 %
+    assert metric(guarded, "inference_limit_events_total", event="connection_evicted") > 0
+
+
+def send_in_pieces(sock: socket.socket, raw: bytes, cuts: list[int]) -> None:
+    """Send ``raw`` cut at ``cuts``, pausing between pieces so the server reads them apart."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for start, end in zip([0, *cuts], [*cuts, len(raw)], strict=True):
+        sock.sendall(raw[start:end])
+        time.sleep(0.05)
+
+
+def read_statuses(sock: socket.socket, count: int) -> list[int]:
+    """The statuses of ``count`` answers (or fewer if the server closes first)."""
+    data = b""
+    sock.settimeout(15)
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while data.count(b"HTTP/1.1 ") < count and (chunk := sock.recv(65536)):
+            data += chunk
+    return [int(x) for x in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_pipelined_burst_split_mid_request_gets_300_answers(guarded, method):
+    """Issue 22: 300 requests of about 340 bytes in three pieces, the middle one 40 KB, each
+    piece beginning or ending mid-request (under the default 32 KB head limit)."""
+    agent = b"User-Agent: pipeline-test/1.0 " + b"a" * 200 + b"\r\nAccept: */*\r\n"
+    if method == "GET":
+        one = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n" + agent + b"\r\n"
+    else:
+        body = b'{"text": "a fine film"}'
+        one = request_bytes("/predict", body, agent)
+    raw = one * 300
+    first = len(one) * 5 + len(one) // 2
+    with connect(guarded) as s:
+        send_in_pieces(s, raw, [first, first + 40_000])
+        assert read_statuses(s, 300) == [200] * 300
+
+
+def test_oversized_trailer_gets_431_and_an_endless_one_is_cut(guarded):
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    head += b"Content-Type: application/json\r\n\r\n"
+    body = b'17\r\n{"text": "a fine film"}\r\n0\r\n'
+    with connect(guarded) as s:  # a complete 40 KB trailer section
+        s.sendall(head + body + b"X-Big: " + b"a" * 40_000 + b"\r\n\r\n")
+        assert status_of(read_answer(s)) == 431
+    with connect(guarded) as s:  # a trailer field that never ends: cut long before 8 MB
+        s.sendall(head + body + b"X-Big: ")
+        sent = 0
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while sent < 8_000_000:
+                s.sendall(b"a" * 65536)
+                sent += 65536
+        assert status_of(read_answer(s)) == 431 or sent < 8_000_000
+    with connect(guarded) as s:  # a small trailer is fine
+        s.sendall(head + body + b"X-Checksum: abc\r\n\r\n")
+        assert status_of(read_answer(s)[:200]) == 200
+
+
+@pytest.mark.parametrize("which", ["guarded", "launcher"])
+def test_websocket_upgrade_is_answered_logged_and_closed(which, request, tmp_path):
+    """A head with a line over 8 KB once stalled uvicorn's WebSocket protocol for good."""
+    if which == "launcher":  # ws="none" there, and the protocol refuses upgrades by itself
+        server = start(
+            tmp_path, LAUNCHER, "ws", MODEL_DIR=request.getfixturevalue("small_model_dir")
+        )
+    else:
+        server = request.getfixturevalue("guarded")  # uvicorn --http ... with --ws auto
+    try:
+        before = metric(server, "inference_limit_events_total", event="upgrade_refused")
+        for n in range(3):
+            with connect(server) as s:
+                s.sendall(
+                    b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                    b"X-Request-ID: ws-%d\r\nX-Long: %s\r\n\r\n" % (n, b"l" * 9000)
+                )
+                assert status_of(read_answer(s)) == 404  # answered, then closed by the server
+        assert metric(server, "inference_limit_events_total", event="upgrade_refused") == before + 3
+        line = wait_for_line(server, lambda x: x.get("request_id") == "ws-2")
+        assert line["status"] == 404 and line["path"] == "/ws"
+        if which == "launcher":
+            with connect(server) as s:  # one still on its way when the signal comes
+                s.sendall(
+                    b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: websocket\r\n\r\n"
+                )
+                server.proc.send_signal(signal.SIGTERM)
+                server.proc.wait(30)
+            assert server.proc.returncode == 0
+    finally:
+        if which == "launcher":
+            server.stop()
+
+
+def test_a_client_that_never_reads_does_not_hold_shutdown(tmp_path, small_model_dir):
+    """Pipelined requests whose answers are never read: the transport's writes back up. The drain
+    deadline closes the connection and the shutdown line says so."""
+    server = start(tmp_path, LAUNCHER, "reader", MODEL_DIR=small_model_dir, DRAIN_TIMEOUT_S=1)
+    try:
+        with connect(server) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.setblocking(False)
+            request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+            with contextlib.suppress(BlockingIOError):
+                for _ in range(20_000):
+                    s.send(request)
+            time.sleep(2)  # the answers back up
+            server.proc.send_signal(signal.SIGTERM)
+            server.proc.wait(30)  # today: until the client goes
+        assert server.proc.returncode == 4  # the launcher: the drain did not end on its own
+        shutdown = wait_for_line(server, lambda x: x["event"] == "shutdown")
+        assert shutdown["drain_complete"] is False
+        assert shutdown["connections_closed_by_force"] >= 1
+        wait_for_line(server, lambda x: x.get("reason") == "drain_forced_close")
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize(
