@@ -18,12 +18,37 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from sentiment_model.normalise import within
 
 
 def _not_blank(text: str) -> str:
     if not text.strip():
         raise ValueError("text must not be only whitespace")
     return text
+
+
+def _normalised_within(limit: int):
+    """An after-validator: the text is at most ``limit`` characters *as the model reads it*.
+
+    The vectorizer expands some characters under Unicode NFKD (U+FDFA becomes 18), so the raw
+    length alone would let a 10,000-character text cost the model 180,000 characters of work.
+    Same error type as the raw limit (``string_too_long``), so clients need no new case.
+    """
+
+    def check(text: str) -> str:
+        if not within(text, limit):
+            raise PydanticCustomError(
+                "string_too_long",
+                "String should have at most {max_length} characters once normalised as the "
+                "model reads it (Unicode NFKD, accents stripped; some characters become "
+                "several)",
+                {"max_length": limit},
+            )
+        return text
+
+    return check
 
 
 FEW_UNKNOWN_KEYS = 10
@@ -55,7 +80,11 @@ def request_models(
         str,
         StringConstraints(min_length=1, max_length=max_text_chars),
         AfterValidator(_not_blank),
-        Field(description=f"A review: 1..{max_text_chars} characters, not only whitespace."),
+        AfterValidator(_normalised_within(max_text_chars)),
+        Field(
+            description=f"A review: 1..{max_text_chars} characters, also once Unicode-normalised "
+            "(NFKD, accents stripped, as the model reads it); not only whitespace."
+        ),
     ]
 
     class PredictRequest(StrictModel):

@@ -203,3 +203,31 @@ def test_hardening_metrics_are_exported_from_the_start(client):
         'inference_limit_events_total{event="connection_refused"} 0.0',
     ):
         assert sample in text, sample
+
+
+# U+FDFA becomes 18 characters under the vectorizer's NFKD: 556 of them are 10,008 as the
+# model reads them, 555 are 9,990.
+EXPANDING = "\ufdfa"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/predict", {"text": EXPANDING * 556}, ["body", "text"]),
+        ("/predict", {"text": "a fine film " + EXPANDING * 9_000}, ["body", "text"]),
+        ("/predict/batch", {"texts": ["ok", EXPANDING * 9_000]}, ["body", "texts", 1]),
+    ],
+)
+def test_text_that_expands_past_the_limit_once_normalised_is_422(client, path, body, loc):
+    """The character limit bounds what the model really processes, not the raw length."""
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["type"] == "string_too_long" and error["loc"] == loc
+    assert "10000 characters once normalised" in error["msg"]
+
+
+def test_text_that_expands_to_just_the_limit_is_answered(client):
+    assert client.post("/predict", json={"text": EXPANDING * 555}).status_code == 200
+    accented = "Un film émouvant, très réussi. " * 320  # 9,920 characters, accents dropped
+    assert client.post("/predict", json={"text": accented}).status_code == 200
