@@ -20,6 +20,7 @@ from serving.batcher import BatchStats, DynamicBatcher, InlineBatcher
 from serving.context import RequestCtx
 from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers, without_paths
+from serving.jsonbody import CheckedJSONRoute
 from serving.limits import install_limits
 from serving.logs import configure_logging, flush_logs, prediction_fields
 from serving.metrics import Metrics
@@ -32,6 +33,7 @@ from serving.schemas import (
     LabelScore,
     PredictResponse,
     ReadyResponse,
+    body_limits,
     json_response,
     request_models,
 )
@@ -153,7 +155,15 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None}  # JS from a CDN
     app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan, **docs)
     app.state.metrics = metrics
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # JSON bodies of more nesting or containers than a request needs: 422 before parsing.
+    app.router.route_class = CheckedJSONRoute
+    # Each prediction route's body limit is what its largest valid request can need.
+    predict_limit, batch_limit = body_limits(settings.max_text_chars, settings.max_batch_items)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        route_limits={"/predict": predict_limit, "/predict/batch": batch_limit},
+    )
     timeouts = install_limits(app, settings, metrics, log)  # slow clients: serving/limits.py
     app.add_middleware(  # outermost
         ObservabilityMiddleware,

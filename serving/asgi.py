@@ -35,8 +35,9 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 class BodyTooLargeError(HTTPException):
     """The request body exceeded the limit while it was being read (chunked upload)."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than the limit of {limit} bytes")
+    def __init__(self, limit: int, path: str | None = None) -> None:
+        where = f" for {path}" if path else ""
+        super().__init__(413, f"request body is larger than the limit of {limit} bytes{where}")
 
 
 async def send_json(send: Send, status: int, body: dict, headers: list | None = None) -> None:
@@ -62,17 +63,28 @@ class BodyLimitMiddleware:
     A declared ``Content-Length`` over the limit is refused before a single body byte is read.
     A chunked body (no length) is counted as it streams in and refused at the first chunk that
     crosses the limit, so at most ``max_body_bytes`` plus one chunk is ever held.
+
+    ``route_limits`` (path -> bytes) sizes the limit to what a route can need: a body that
+    could not hold a valid request is refused before it costs any parsing. The smaller of the
+    two applies; ``max_body_bytes`` stays the bound of every other path.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, route_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.route_limits = {
+            path: min(limit, max_body_bytes) for path, limit in (route_limits or {}).items()
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
+        path = scope["path"]
+        limit = self.route_limits.get(path, self.max_body_bytes)
+        named = path if path in self.route_limits else None  # the message names a route's limit
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -82,6 +94,8 @@ class BodyLimitMiddleware:
                     return
                 if declared > limit:
                     detail = f"request body of {declared} bytes is larger than the limit of {limit}"
+                    if named:
+                        detail += f" bytes for {named}"
                     body = with_request_id(scope, {"detail": detail})
                     await send_json(send, 413, body, [(b"connection", b"close")])
                     return
@@ -95,7 +109,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLargeError(limit)
+                    raise BodyTooLargeError(limit, named)
             return message
 
         started = False
