@@ -25,7 +25,7 @@ RETRY_AFTER_LOAD_FAILED_S = 60
 
 
 def retry_after_s(reason: str) -> int:
-    """The ``Retry-After`` of a 503 given for ``reason`` (a :meth:`ServerState.not_ready_reason`)."""
+    """The ``Retry-After`` of a 503 given for ``reason`` (see ``not_ready_reason``)."""
     if reason == DRAINING:
         return RETRY_AFTER_DRAINING_S
     if reason == LOADING:
