@@ -30,6 +30,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Longest path and method an access-log line keeps: the client chooses them, and a 32 KB path
+# per request would let one client rotate every log file away in seconds.
+MAX_LOGGED_PATH_CHARS = 200
+MAX_LOGGED_METHOD_CHARS = 16
+
+
+def clip_for_log(value: str, limit: int) -> str:
+    """``value``, or its first ``limit`` characters and "..." when it is longer."""
+    return value if len(value) <= limit else value[:limit] + "..."
 
 
 class BodyTooLargeError(HTTPException):
@@ -209,7 +218,10 @@ class ObservabilityMiddleware:
             self.logger.error(
                 "unhandled_error",
                 exc_info=exc if self.log_text else None,
-                extra={"request_id": request_id, "path": scope["path"]}
+                extra={
+                    "request_id": request_id,
+                    "path": clip_for_log(scope["path"], MAX_LOGGED_PATH_CHARS),
+                }
                 | ({} if self.log_text else {"trace": trace_without_messages(exc)}),
             )
             if started:  # too late for a clean answer; the server drops the connection
@@ -257,7 +269,15 @@ class ObservabilityMiddleware:
 def log_request(logger: logging.Logger, status: int | str, fields: dict[str, Any]) -> None:
     """The access-log line of one answer, the middleware's and the protocol's own (through
     ``serving.limits.WireObserver``): ``status`` is ``ABORTED`` when the client left before an
-    answer was sent, and the level says whose problem it was."""
+    answer was sent, and the level says whose problem it was. The client-chosen path and
+    method are clipped (``path_chars`` then gives the path's full length)."""
+    path = fields.get("path")
+    if isinstance(path, str) and len(path) > MAX_LOGGED_PATH_CHARS:
+        fields["path"] = clip_for_log(path, MAX_LOGGED_PATH_CHARS)
+        fields["path_chars"] = len(path)
+    method = fields.get("method")
+    if isinstance(method, str):
+        fields["method"] = clip_for_log(method, MAX_LOGGED_METHOD_CHARS)
     if status == ABORTED:
         fields["status"] = None
         fields["aborted"] = True

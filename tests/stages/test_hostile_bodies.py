@@ -298,3 +298,17 @@ def test_a_shallow_mistake_still_gets_the_field_level_message(client):
     assert r.status_code == 422
     [error] = r.json()["detail"]
     assert error["loc"] == ["body", "texts", 0] and error["type"] == "string_type"
+
+
+def test_a_long_path_is_clipped_in_the_access_log(client, tmp_path):
+    """2,000 requests with 32 KB paths once rotated every log file away in 1.5 s."""
+    path = "/" + "a" * 32_000
+    assert client.get(path).status_code == 404
+    assert client.post(path + "/predict", json={"text": "x"}).status_code == 404
+    lines = [json.loads(x) for x in log_text(tmp_path).splitlines()]
+    clipped = [x for x in lines if x.get("event") == "request" and x["status"] == 404]
+    assert len(clipped) == 2
+    for line in clipped:
+        assert line["path"] == "/" + "a" * 199 + "..." and line["path_chars"] > 32_000
+        assert len(json.dumps(line)) < 1_000
+    assert all(len(x) < 2_000 for x in log_text(tmp_path).splitlines())

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from serving.asgi import BodyLimitMiddleware
+from serving.asgi import BodyLimitMiddleware, log_request
 
 
 def test_body_limit_rejects_a_content_length_that_is_not_a_number():
@@ -58,3 +59,25 @@ def test_a_route_limit_applies_to_its_path_only_and_never_above_the_global_one()
     assert run_limit("/big", [(b"content-length", b"500")], **limits)[0]["status"] == 413
     chunked = run_limit("/small", [], b"x" * 11, **limits)  # no Content-Length: counted
     assert chunked[0]["status"] == 413 and b"for /small" in chunked[1]["body"]
+
+
+def test_log_request_clips_what_the_client_chose():
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("test_log_request_clips")
+    logger.addHandler(Keep())
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    log_request(logger, 404, {"method": "X" * 100, "path": "/" + "p" * 5_000})
+    log_request(logger, 200, {"method": "GET", "path": "/health"})
+    long, short = records
+    assert (long.method, long.path, long.path_chars) == (
+        "X" * 16 + "...",
+        "/" + "p" * 199 + "...",
+        5_001,
+    )
+    assert (short.method, short.path, hasattr(short, "path_chars")) == ("GET", "/health", False)
