@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from sentiment_model.normalise import within
+from sentiment_model.normalise import lengths_table, within
 
 
 def _not_blank(text: str) -> str:
@@ -36,6 +36,7 @@ def _normalised_within(limit: int):
     length alone would let a 10,000-character text cost the model 180,000 characters of work.
     Same error type as the raw limit (``string_too_long``), so clients need no new case.
     """
+    lengths_table()  # built now (about 0.15 s, once per process), not by the first request
 
     def check(text: str) -> str:
         if not within(text, limit):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 import sys
-import unicodedata
 
 import pytest
 
 from sentiment_model.normalise import (
-    CHUNK_CHARS,
+    COMPUTED_BELOW,
     MAX_EXPANSION,
-    TABLE_SIZE,
+    _normalised,
+    lengths_table,
     normalised_length,
     within,
 )
@@ -26,7 +26,7 @@ SPECIAL = (
     "\u0301\u0344\u0f73\u0308"  # combining marks (dropped), some that decompose into several
     "\u00e9\u00c9\u0130\u01c4\u1e9e\u03a3"  # accents, dotted capital I, DZ caron, final sigma
     "\ud55c\uae00"  # Hangul syllables (three jamo each, none dropped)
-    "\U0001d400\U0001f600"  # mathematical bold A, an emoji
+    "\U0001d400\U0001f600\U0002f800"  # mathematical bold A, an emoji, a CJK compatibility form
     "ab Z.!"
 )
 
@@ -38,7 +38,7 @@ SPECIAL = (
         "",
         "\ufdfa" * 10,
         "Café crème, naïve façade: ÉPIQUE",
-        "e\u0301\u0302\u0303" * 500,  # marks across chunk boundaries
+        "e\u0301\u0302\u0303" * 500,
         "\u0130STANBUL \u03a3\u039f\u03a6\u039f\u03a3",
         "\ud800 lone surrogate",
     ],
@@ -47,18 +47,30 @@ def test_length_is_what_the_vectorizer_reads(text):
     assert normalised_length(text) == len(PREPROCESS(text))
 
 
-def test_random_texts_across_chunks_match_the_vectorizer():
+def test_random_texts_match_the_vectorizer():
     rng = random.Random(0)
-    for size in (10, CHUNK_CHARS - 1, CHUNK_CHARS + 1, 3 * CHUNK_CHARS + 7):
+    for size in (1, 10, 1_000, 5_000):
         text = "".join(rng.choice(SPECIAL) for _ in range(size))
         assert normalised_length(text) == len(PREPROCESS(text)), size
 
 
-def test_stop_after_stops_early_and_is_already_over():
-    text = "\ufdfa" * 10_000  # 180,000 characters once normalised
-    partial = normalised_length(text, stop_after=10_000)
-    assert 10_000 < partial <= 10_000 + CHUNK_CHARS * MAX_EXPANSION
-    assert normalised_length(text) == 180_000
+def test_every_tabulated_character_matches_the_vectorizer():
+    table = lengths_table()
+    differ = [code for code in range(COMPUTED_BELOW) if table[code] != 1]
+    assert len(differ) > 10_000  # marks, compatibility forms, Hangul, capitals that grow
+    for code in differ + random.Random(1).sample(range(COMPUTED_BELOW), 2_000):
+        assert table[code] == len(PREPROCESS(chr(code))), hex(code)
+
+
+def test_nothing_above_the_computed_range_differs_from_one():
+    """Only code points below COMPUTED_BELOW are computed; the rest must all be 1."""
+    above = (code for code in range(COMPUTED_BELOW, sys.maxunicode + 1))
+    assert [hex(c) for c in above if _normalised(chr(c)) != 1] == []
+
+
+def test_max_expansion_is_this_pythons_largest():
+    """The short-text shortcut in ``within`` relies on it (UAX #15: 18 for NFKD)."""
+    assert int(lengths_table().max()) == MAX_EXPANSION
 
 
 def test_within_decides_at_the_limit():
@@ -68,20 +80,3 @@ def test_within_decides_at_the_limit():
     assert within("é" * 10_000, 10_000)  # an accent is dropped, not counted
     assert not within("\ud55c" * 3_334, 10_000)  # Hangul: three jamo per syllable
     assert within("\u0301" * 5_000, 10_000)  # marks alone: nothing left
-
-
-def test_max_expansion_is_this_pythons_largest():
-    """The short-text shortcut in ``within`` relies on it (UAX #15: 18 for NFKD)."""
-    largest = max(
-        len(unicodedata.normalize("NFKD", chr(code).lower()))
-        for code in range(sys.maxunicode + 1)
-        if not 0xD800 <= code <= 0xDFFF
-    )
-    assert largest == MAX_EXPANSION
-
-
-def test_every_combining_mark_is_in_the_table():
-    beyond = [
-        code for code in range(TABLE_SIZE, sys.maxunicode + 1) if unicodedata.combining(chr(code))
-    ]
-    assert beyond == []
