@@ -50,16 +50,19 @@ def shape_problem(
     body it only has to be safe: what it lets through, ``json.loads`` rejects after building
     at most ``max_containers`` containers.
     """
-    if body.count(b"[") + body.count(b"{") <= min(max_depth, max_containers):
-        return None  # every request of this app: two brackets, decided in two memchr passes
-    outside = _STRING.sub(b"", body)
-    # A quote left over opens a string that never ends: the JSON is invalid from there on,
-    # and only what comes before it can cost anything to parse.
-    outside = outside.partition(b'"')[0]
-    brackets = outside.translate(None, _NOT_BRACKETS)
-    containers = brackets.count(b"[") + brackets.count(b"{")
+    containers = body.count(b"[") + body.count(b"{")  # an upper bound: strings count too
+    if containers <= min(max_depth, max_containers):
+        return None  # every request of this app: two brackets, decided in two passes
+    outside = body
+    if b'"' in body:  # brackets inside strings do not count: drop the strings
+        outside = _STRING.sub(b"", body)
+        # A quote left over opens a string that never ends: the JSON is invalid from there
+        # on, and only what comes before it can cost anything to parse.
+        outside = outside.partition(b'"')[0]
+        containers = outside.count(b"[") + outside.count(b"{")
     if containers > max_containers:
         return f"body has more than {max_containers} arrays and objects"
+    brackets = outside.translate(None, _NOT_BRACKETS)
     depth = 0
     for byte in brackets:  # at most 2 * max_containers + 1 steps: it stops below 0
         depth += 1 if byte in b"[{" else -1
