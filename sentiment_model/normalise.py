@@ -14,7 +14,7 @@ drops every non-ASCII character) and, with the raw length limit, for ``None``.
 How it stays cheap: lower-casing and NFKD act on each code point on its own (canonical
 reordering moves marks, never adds or drops one), so a text's normalised length is the sum of
 its characters' normalised lengths. Those are tabulated once (:func:`lengths_table`, about
-0.15 s), and a text is then one table look-up per character in numpy (about 35 us for 10,000
+0.15 s), and a text is then one table look-up per character in numpy (15-30 us for 10,000
 characters) instead of a normalisation (scikit-learn's own ``strip_accents_unicode`` drops the
 marks in a Python loop: 30 ms for 10,000 characters of U+FDFA). ASCII text is its own length:
 ``str.isascii`` is a flag test in CPython.

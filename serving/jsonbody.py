@@ -2,7 +2,7 @@
 
 What a body costs to parse is not its size but what it builds: 1 MB of ``[[[...]]]`` or of
 ``[[],[],...]`` makes Python's ``json`` module build half a million lists (and the garbage
-collector walk them), 100-300 ms of event loop, where 1 MB of one text costs about 1 ms. A
+collector walk them), 100-500 ms of event loop, where 1 MB of texts costs about 1 ms. A
 request of this app needs at most two containers (``{"texts": [...]}``), two levels deep, so
 the body's brackets are counted first, at C speed, and a body with more nesting or containers
 than any request could need is refused (422) before ``json.loads`` sees it.
