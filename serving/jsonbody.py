@@ -93,6 +93,8 @@ class CheckedJSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """FastAPI's handler, given a :class:`CheckedJSONRequest`."""
         handler = super().get_route_handler()
+        if self.body_field is None:  # GET /health and the like: no body to check
+            return handler
 
         async def checked(request: Request) -> Response:
             return await handler(CheckedJSONRequest(request.scope, request.receive))
