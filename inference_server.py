@@ -20,6 +20,7 @@ from serving.batcher import BatchStats, DynamicBatcher, InlineBatcher
 from serving.context import RequestCtx
 from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers, without_paths
+from serving.jsonbody import CheckedJSONRoute
 from serving.limits import connections_closed_by_force, install_limits
 from serving.logs import configure_logging, flush_logs, prediction_fields
 from serving.metrics import Metrics
@@ -32,12 +33,13 @@ from serving.schemas import (
     LabelScore,
     PredictResponse,
     ReadyResponse,
+    body_limits,
     json_response,
     request_models,
 )
 from serving.settings import Settings, load_settings
 from serving.shutdown import ShutdownSignals, record_drain
-from serving.state import ServerState
+from serving.state import ServerState, retry_after_s
 
 
 def elapsed_ms(started: float) -> float:
@@ -157,9 +159,24 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         signals.uninstall()
 
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None}  # JS from a CDN
-    app = FastAPI(title="Sentiment inference server (stage 4: batched)", lifespan=lifespan, **docs)
+    app = FastAPI(
+        title="Sentiment inference server (stage 4: batched)",
+        lifespan=lifespan,
+        # No redirect from /predict/ to /predict: Starlette builds its Location from the
+        # request's Host header, so any client could make the server point elsewhere.
+        redirect_slashes=False,
+        **docs,
+    )
     app.state.metrics = metrics
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # JSON bodies of more nesting or containers than a request needs: 422 before parsing.
+    app.router.route_class = CheckedJSONRoute
+    # Each prediction route's body limit is what its largest valid request can need.
+    predict_limit, batch_limit = body_limits(settings.max_text_chars, settings.max_batch_items)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        route_limits={"/predict": predict_limit, "/predict/batch": batch_limit},
+    )
     timeouts = install_limits(app, settings, metrics, log)  # slow clients: serving/limits.py
     app.add_middleware(  # outermost
         ObservabilityMiddleware,
@@ -174,17 +191,26 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     # --- Routes: validate -> preprocess -> infer -> postprocess ------------------------------
     # `async def`: the routes only wait (for the batcher, which runs the model in its own
     # thread), so they run on the event loop without a thread-pool hop.
+    # The probes answer HEAD like GET (the server sends no body): some checkers only send HEAD.
+    # A second route rather than methods=["GET", "HEAD"], which gives the schema one operation
+    # id twice.
     @app.get("/health", response_model=HealthResponse)
+    @app.head("/health", include_in_schema=False)
     async def health(state: State) -> Response:
         return json_response(
             HealthResponse(model_loaded=state.model is not None, model_version=state.version)
         )
 
     @app.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
+    @app.head("/ready", include_in_schema=False)
     async def ready(state: State) -> Response:
         reason = state.not_ready_reason()
         answer = ReadyResponse(ready=reason is None, reason=reason)
-        return json_response(answer, 200 if reason is None else 503, exclude_none=True)
+        if reason is None:
+            return json_response(answer, exclude_none=True)
+        response = json_response(answer, 503, exclude_none=True)
+        response.headers["Retry-After"] = str(retry_after_s(reason))
+        return response
 
     @app.get("/model", responses={503: {"model": ErrorResponse}})
     async def model_info(state: Ready) -> Response:

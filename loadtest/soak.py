@@ -9,7 +9,14 @@ one ``/predict/batch`` of 8 in ten. Mixed in, all the time:
 * stalled uploads: ``--stalled`` connections that send 10 bytes of a 1,000-byte body and stop;
 * oversized heads: a complete 64 KB head every 2 s, a 2 MB head that never ends every 10 s;
 * hostile bodies, two a second: NaN / Infinity / 1e999, lone surrogates, a 1 MB flood of
-  90,000 unknown keys, 100,000-deep nesting, a 2 MB body.
+  90,000 unknown keys, 100,000-deep nesting, a 2 MB body;
+* costly bodies, each sender sending its next as soon as the last is answered: ``--expanding``
+  senders of batches of 64 texts of 5,000 U+FDFA (within the character limit, 90,000
+  characters each once the vectorizer's NFKD has expanded them), and ``--nested`` senders of
+  1 MB bodies of 580 arrays nested 900 deep.
+
+``--only expanding`` (or ``nested``, repeatable) runs the normal traffic with that attacker
+alone, to measure what each costs the normal requests.
 
 Wire attackers (``--wire``, all on by default; ``--wire none`` for the older soak):
 
@@ -86,6 +93,26 @@ def hostile_bodies() -> list[tuple[str, bytes, bytes]]:
         ("deep nesting", b"", request_bytes("/predict", deep)),
         ("2 MB body", b"", request_bytes("/predict", b'{"text": "' + b"x" * 2_000_000 + b'"}')),
     ]
+
+
+def expanding_batch() -> bytes:
+    """A /predict/batch of 64 texts of 5,000 U+FDFA: 960 KB as UTF-8, within every raw limit,
+    and 18 times longer (90,000 characters a text) as the model reads it."""
+    body = json.dumps({"texts": ["\ufdfa" * 5_000] * 64}, ensure_ascii=False).encode()
+    return request_bytes("/predict/batch", body)
+
+
+def nested_flood() -> bytes:
+    """A 1 MB /predict/batch body of 580 arrays nested 900 deep (each within json's recursion
+    limit, so it is parsed: half a million lists)."""
+    unit = b"[" * 900 + b"]" * 900
+    return request_bytes("/predict/batch", b"[" + b",".join([unit] * 580) + b"]")
+
+
+COSTLY_BODIES = {
+    "expanding": ("expanding batch", expanding_batch),
+    "nested": ("nested", nested_flood),
+}
 
 
 class Soak:
@@ -332,6 +359,25 @@ class Soak:
             tasks.append(self.newcomers())
         return tasks
 
+    async def costly_sender(self, kind: str) -> None:
+        """One client sending ``COSTLY_BODIES[kind]`` back to back, each once the last is
+        answered (a closed loop: the attacker's rate is whatever the server allows)."""
+        name, build = COSTLY_BODIES[kind]
+        raw = build()
+        conn = Connection(self.port)
+        while self.running():
+            status, _ = await conn.send(raw, timeout=30)
+            self.hostile_status[f"{name} -> {status}"] += 1
+            if status == 0:
+                await asyncio.sleep(0.1)  # connection refused or reset: do not spin
+        await conn.close()
+
+    def costly_senders(self) -> list:
+        """The ``--expanding`` and ``--nested`` senders (only those named by ``--only``)."""
+        counts = {"expanding": self.args.expanding, "nested": self.args.nested}
+        chosen = self.args.only or list(counts)
+        return [self.costly_sender(kind) for kind in chosen for _ in range(counts[kind])]
+
     async def sampler(self) -> None:
         while self.running():
             elapsed = time.monotonic() - self.started
@@ -342,6 +388,9 @@ class Soak:
         if self.args.control:  # normal traffic alone: what the machine gives without attackers
             await asyncio.gather(self.normal(), self.sampler())
             return
+        if self.args.only:  # one kind of attacker alone: what it costs the normal requests
+            await asyncio.gather(self.normal(), self.sampler(), *self.costly_senders())
+            return
         await asyncio.gather(
             self.normal(),
             self.sampler(),
@@ -350,6 +399,7 @@ class Soak:
             *(self.slow_client() for _ in range(self.args.slow)),
             *(self.stalled_upload() for _ in range(self.args.stalled)),
             *self.wire_attackers(),
+            *self.costly_senders(),
         )
 
 
@@ -456,6 +506,16 @@ def main() -> None:
     parser.add_argument(
         "--slowloris-wait", type=float, default=1.0, help="s before a closed one reconnects"
     )
+    parser.add_argument(
+        "--expanding", type=int, default=1, help="senders of batches of expanding text"
+    )
+    parser.add_argument("--nested", type=int, default=1, help="senders of 1 MB nested bodies")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(COSTLY_BODIES),
+        help="normal traffic and only this attacker (repeatable)",
+    )
     parser.add_argument("--plain", action="store_true", help="plain uvicorn, no protocol class")
     parser.add_argument("--control", action="store_true", help="normal traffic only")
     parser.add_argument("--out", type=Path, default=None)
@@ -496,6 +556,10 @@ def main() -> None:
         "normal_rate_per_s": args.rate,
         "normal_requests": sum(soak.normal_status.values()),
         "normal_status": dict(soak.normal_status),
+        "normal_success_rate": round(
+            soak.normal_status.get(200, 0) / max(1, sum(soak.normal_status.values())), 4
+        ),
+        "attackers": soak.args.only or "all",
         "normal_latency_ms": {
             "p50": round(statistics.median(lat), 2),
             "p99": round(lat[int(len(lat) * 0.99) - 1], 2),
@@ -519,7 +583,7 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        name = "control" if args.control else "soak"
+        name = "control" if args.control else "-".join(["soak", *(args.only or [])])
         (args.out / f"{name}-{stamp}.json").write_text(text + "\n")
 
 

@@ -30,13 +30,23 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Longest path and method an access-log line keeps: the client chooses them, and a 32 KB path
+# per request would let one client rotate every log file away in seconds.
+MAX_LOGGED_PATH_CHARS = 200
+MAX_LOGGED_METHOD_CHARS = 16
+
+
+def clip_for_log(value: str, limit: int) -> str:
+    """``value``, or its first ``limit`` characters and "..." when it is longer."""
+    return value if len(value) <= limit else value[:limit] + "..."
 
 
 class BodyTooLargeError(HTTPException):
     """The request body exceeded the limit while it was being read (chunked upload)."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than the limit of {limit} bytes")
+    def __init__(self, limit: int, path: str | None = None) -> None:
+        where = f" for {path}" if path else ""
+        super().__init__(413, f"request body is larger than the limit of {limit} bytes{where}")
 
 
 async def send_json(send: Send, status: int, body: dict, headers: list | None = None) -> None:
@@ -62,17 +72,28 @@ class BodyLimitMiddleware:
     A declared ``Content-Length`` over the limit is refused before a single body byte is read.
     A chunked body (no length) is counted as it streams in and refused at the first chunk that
     crosses the limit, so at most ``max_body_bytes`` plus one chunk is ever held.
+
+    ``route_limits`` (path -> bytes) sizes the limit to what a route can need: a body that
+    could not hold a valid request is refused before it costs any parsing. The smaller of the
+    two applies; ``max_body_bytes`` stays the bound of every other path.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, route_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.route_limits = {
+            path: min(limit, max_body_bytes) for path, limit in (route_limits or {}).items()
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
+        path = scope["path"]
+        limit = self.route_limits.get(path, self.max_body_bytes)
+        named = path if path in self.route_limits else None  # the message names a route's limit
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -82,6 +103,8 @@ class BodyLimitMiddleware:
                     return
                 if declared > limit:
                     detail = f"request body of {declared} bytes is larger than the limit of {limit}"
+                    if named:
+                        detail += f" bytes for {named}"
                     body = with_request_id(scope, {"detail": detail})
                     await send_json(send, 413, body, [(b"connection", b"close")])
                     return
@@ -95,7 +118,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLargeError(limit)
+                    raise BodyTooLargeError(limit, named)
             return message
 
         started = False
@@ -195,7 +218,10 @@ class ObservabilityMiddleware:
             self.logger.error(
                 "unhandled_error",
                 exc_info=exc if self.log_text else None,
-                extra={"request_id": request_id, "path": scope["path"]}
+                extra={
+                    "request_id": request_id,
+                    "path": clip_for_log(scope["path"], MAX_LOGGED_PATH_CHARS),
+                }
                 | ({} if self.log_text else {"trace": trace_without_messages(exc)}),
             )
             if started:  # too late for a clean answer; the server drops the connection
@@ -243,7 +269,15 @@ class ObservabilityMiddleware:
 def log_request(logger: logging.Logger, status: int | str, fields: dict[str, Any]) -> None:
     """The access-log line of one answer, the middleware's and the protocol's own (through
     ``serving.limits.WireObserver``): ``status`` is ``ABORTED`` when the client left before an
-    answer was sent, and the level says whose problem it was."""
+    answer was sent, and the level says whose problem it was. The client-chosen path and
+    method are clipped (``path_chars`` then gives the path's full length)."""
+    path = fields.get("path")
+    if isinstance(path, str) and len(path) > MAX_LOGGED_PATH_CHARS:
+        fields["path"] = clip_for_log(path, MAX_LOGGED_PATH_CHARS)
+        fields["path_chars"] = len(path)
+    method = fields.get("method")
+    if isinstance(method, str):
+        fields["method"] = clip_for_log(method, MAX_LOGGED_METHOD_CHARS)
     if status == ABORTED:
         fields["status"] = None
         fields["aborted"] = True

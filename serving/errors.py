@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from serving.context import ABORTED, WIRE_STATUS, context_of, with_request_id
+from serving.jsonbody import BodyShapeError
 
 # Error bodies and log lines never echo the input: each problem is its location and pydantic's
 # message, clipped, and at most MAX_ERRORS of them, whatever the body holds (a 1 MB body of
@@ -68,8 +69,11 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if isinstance(exc.__cause__, ClientDisconnect):  # nobody left to answer
         request.scope.setdefault("state", {}).setdefault(WIRE_STATUS, ABORTED)
         return JSONResponse({"detail": "client disconnected"}, 400)
-    if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
-        problem = "body is nested too deeply"  # json.loads gives up near 1,000 levels
+    if isinstance(exc, BodyShapeError) or (
+        exc.status_code == 400 and isinstance(exc.__cause__, RecursionError)
+    ):
+        # Refused before parsing (serving/jsonbody.py), or json.loads gave up near 1,000 levels
+        problem = exc.problem if isinstance(exc, BodyShapeError) else "body is nested too deeply"
         note_error(request, "RequestValidationError", problem)
         detail = [{"type": "json_invalid", "loc": ["body"], "msg": problem}]
         return JSONResponse(with_request_id(request.scope, {"detail": detail}), 422)

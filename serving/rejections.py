@@ -4,8 +4,12 @@
 |------------------------------------|-------------------------|--------------------------------|
 | ``QueueFullError`` (batcher)       | 503, ``Retry-After: 1`` | ``reason="queue_full"``        |
 | ``RequestTimeoutError`` (batcher)  | 504                     | ``reason="timeout"``           |
-| ``BatcherClosedError`` (batcher)   | 503, shutting down      | ``reason="not_ready"``         |
-| ``NotReadyError`` (ready_state)    | 503 with the reason     | ``reason="not_ready"``         |
+| ``BatcherClosedError`` (batcher)   | 503, ``Retry-After: 1`` | ``reason="not_ready"``         |
+| ``NotReadyError`` (ready_state)    | 503 with the reason and | ``reason="not_ready"``         |
+|                                    | its ``Retry-After``     |                                |
+
+Every 503 carries ``Retry-After`` (seconds: serving/state.py), so a client knows when to come
+back instead of retrying at once.
 
 A timed-out request's texts are dropped by the batcher, never run later. A model error is not
 a rejection: it propagates to ObservabilityMiddleware (500).
@@ -20,7 +24,7 @@ from starlette.exceptions import HTTPException
 from serving.batcher import BatcherClosedError, QueueFullError, RequestTimeoutError
 from serving.errors import http_error
 from serving.metrics import Metrics
-from serving.state import DRAINING, NotReadyError
+from serving.state import DRAINING, NotReadyError, retry_after_s
 
 RETRY_AFTER_S = 1  # a full queue drains in milliseconds; one second is a polite back-off
 REJECTIONS = (QueueFullError, RequestTimeoutError, BatcherClosedError, NotReadyError)
@@ -33,9 +37,9 @@ def as_http_error(exc: Exception) -> tuple[str, HTTPException]:
         return "queue_full", HTTPException(503, "server is overloaded, retry later", headers)
     if isinstance(exc, RequestTimeoutError):
         return "timeout", HTTPException(504, str(exc))  # "no result within 2 s"
-    if isinstance(exc, NotReadyError):
-        return "not_ready", HTTPException(503, exc.reason)
-    return "not_ready", HTTPException(503, DRAINING)  # BatcherClosedError
+    reason = exc.reason if isinstance(exc, NotReadyError) else DRAINING  # or BatcherClosedError
+    headers = {"Retry-After": str(retry_after_s(reason))}
+    return "not_ready", HTTPException(503, reason, headers)
 
 
 def install_rejection_handler(app: FastAPI, metrics: Metrics) -> None:

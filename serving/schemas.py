@@ -18,12 +18,38 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from sentiment_model.normalise import lengths_table, within
 
 
 def _not_blank(text: str) -> str:
     if not text.strip():
         raise ValueError("text must not be only whitespace")
     return text
+
+
+def _normalised_within(limit: int):
+    """An after-validator: the text is at most ``limit`` characters *as the model reads it*.
+
+    The vectorizer expands some characters under Unicode NFKD (U+FDFA becomes 18), so the raw
+    length alone would let a 10,000-character text cost the model 180,000 characters of work.
+    Same error type as the raw limit (``string_too_long``), so clients need no new case.
+    """
+    lengths_table()  # built now (about 0.15 s, once per process), not by the first request
+
+    def check(text: str) -> str:
+        if not within(text, limit):
+            raise PydanticCustomError(
+                "string_too_long",
+                "String should have at most {max_length} characters once normalised as the "
+                "model reads it (Unicode NFKD, accents stripped; some characters become "
+                "several)",
+                {"max_length": limit},
+            )
+        return text
+
+    return check
 
 
 FEW_UNKNOWN_KEYS = 10
@@ -55,7 +81,11 @@ def request_models(
         str,
         StringConstraints(min_length=1, max_length=max_text_chars),
         AfterValidator(_not_blank),
-        Field(description=f"A review: 1..{max_text_chars} characters, not only whitespace."),
+        AfterValidator(_normalised_within(max_text_chars)),
+        Field(
+            description=f"A review: 1..{max_text_chars} characters, also once Unicode-normalised "
+            "(NFKD, accents stripped, as the model reads it); not only whitespace."
+        ),
     ]
 
     class PredictRequest(StrictModel):
@@ -69,6 +99,22 @@ def request_models(
         texts: Annotated[list[Text], Field(min_length=1, max_length=max_batch_items)]
 
     return PredictRequest, BatchRequest
+
+
+# The most bytes one character can take in a JSON string: a character outside the BMP escaped
+# as a surrogate pair, "\ud83d\ude00" (what json.dumps sends by default, ensure_ascii).
+JSON_BYTES_PER_CHAR = 12
+JSON_ITEM_OVERHEAD = 16  # quotes, a comma, white space around one text
+JSON_BODY_OVERHEAD = 1_024  # braces, the key, generous white space
+
+
+def body_limits(max_text_chars: int, max_batch_items: int) -> tuple[int, int]:
+    """``(predict, batch)``: the largest body a valid ``/predict`` and ``/predict/batch``
+    request can need, every character at its worst JSON escape (10,000 characters: 121,040
+    bytes, about an eighth of the default 1 MB). Anything larger cannot be valid, so it is
+    refused (413) before it costs any parsing."""
+    text = max_text_chars * JSON_BYTES_PER_CHAR + JSON_ITEM_OVERHEAD
+    return text + JSON_BODY_OVERHEAD, text * max_batch_items + JSON_BODY_OVERHEAD
 
 
 Label = Literal["negative", "positive"]

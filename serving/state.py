@@ -16,6 +16,22 @@ from serving.batcher import DynamicBatcher
 LOADING = "model is loading"
 DRAINING = "server is shutting down"
 
+# Retry-After (seconds) of each not-ready 503: a load takes a few seconds; a draining instance
+# will not come back, so try again at once (a balancer sends the retry elsewhere); a failed
+# load needs an operator, so a client should back off for longer.
+RETRY_AFTER_LOADING_S = 5
+RETRY_AFTER_DRAINING_S = 1
+RETRY_AFTER_LOAD_FAILED_S = 60
+
+
+def retry_after_s(reason: str) -> int:
+    """The ``Retry-After`` of a 503 given for ``reason`` (see ``not_ready_reason``)."""
+    if reason == DRAINING:
+        return RETRY_AFTER_DRAINING_S
+    if reason == LOADING:
+        return RETRY_AFTER_LOADING_S
+    return RETRY_AFTER_LOAD_FAILED_S
+
 
 class NotReadyError(Exception):
     """A prediction route was called while the server cannot predict (loading, failed, draining).

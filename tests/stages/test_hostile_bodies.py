@@ -57,12 +57,13 @@ def test_lone_surrogates_are_422_not_500(client, raw, tmp_path):
 
 def test_unknown_key_flood_gets_a_small_answer_and_a_small_log_line(client, tmp_path):
     keys = {f"k{i:05d}": 1 for i in range(90_000)}
-    body = json.dumps({"text": "fine"} | keys, separators=(",", ":")).encode()
+    body = json.dumps({"texts": ["fine"]} | keys, separators=(",", ":")).encode()
     assert 900_000 < len(body) < 1_048_576  # just under the default body limit
-    r = client.post("/predict", content=body, headers=HEADERS)
+    # /predict/batch: /predict refuses a body this size before reading it (413, see below).
+    r = client.post("/predict/batch", content=body, headers=HEADERS)
     assert r.status_code == 422 and len(r.content) < 4_000
     [error] = r.json()["detail"]  # one error, not 90,000 (each costs time to build)
-    assert error["msg"] == "Value error, 90000 unknown field(s); accepted: text"
+    assert error["msg"] == "Value error, 90000 unknown field(s); accepted: texts"
     [line] = [x for x in log_text(tmp_path).splitlines() if json.loads(x).get("status") == 422]
     assert len(line) < 2_000
 
@@ -103,10 +104,12 @@ def test_no_raw_text_in_the_log_even_when_the_model_fails(start_stage, tmp_path)
 
 @pytest.mark.parametrize("depth", [1_000, 5_000, 100_000])
 def test_deep_nesting_is_422(client, depth):
-    r = client.post("/predict", content="[" * depth + "]" * depth, headers=HEADERS)
-    assert r.status_code == 422
-    r = client.post("/predict", content='{"text": ' + "[" * depth + "]" * depth + "}")
-    assert r.status_code == 422
+    # 100,000 levels (200 KB) only fit /predict/batch's body limit; /predict answers 413.
+    for path in ("/predict", "/predict/batch") if depth < 50_000 else ("/predict/batch",):
+        r = client.post(path, content="[" * depth + "]" * depth, headers=HEADERS)
+        assert r.status_code == 422
+        r = client.post(path, content='{"text": ' + "[" * depth + "]" * depth + "}")
+        assert r.status_code == 422
 
 
 def test_duplicate_keys_take_the_last_value(client):
@@ -203,3 +206,109 @@ def test_hardening_metrics_are_exported_from_the_start(client):
         'inference_limit_events_total{event="connection_refused"} 0.0',
     ):
         assert sample in text, sample
+
+
+# U+FDFA becomes 18 characters under the vectorizer's NFKD: 556 of them are 10,008 as the
+# model reads them, 555 are 9,990.
+EXPANDING = "\ufdfa"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc"),
+    [
+        ("/predict", {"text": EXPANDING * 556}, ["body", "text"]),
+        ("/predict", {"text": "a fine film " + EXPANDING * 9_000}, ["body", "text"]),
+        ("/predict/batch", {"texts": ["ok", EXPANDING * 9_000]}, ["body", "texts", 1]),
+    ],
+)
+def test_text_that_expands_past_the_limit_once_normalised_is_422(client, path, body, loc):
+    """The character limit bounds what the model really processes, not the raw length."""
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["type"] == "string_too_long" and error["loc"] == loc
+    assert "10000 characters once normalised" in error["msg"]
+
+
+def test_text_that_expands_to_just_the_limit_is_answered(client):
+    assert client.post("/predict", json={"text": EXPANDING * 555}).status_code == 200
+    accented = "Un film émouvant, très réussi. " * 320  # 9,920 characters, accents dropped
+    assert client.post("/predict", json={"text": accented}).status_code == 200
+
+
+def test_a_body_larger_than_its_route_can_need_is_413(start_stage):
+    """/predict's limit is its longest text at the worst JSON escape (12 bytes a character),
+    /predict/batch's that times MAX_BATCH_ITEMS; MAX_BODY_BYTES stays the outer bound."""
+    with start_stage(MAX_TEXT_CHARS=100, MAX_BATCH_ITEMS=4, MAX_QUEUE=8) as c:
+        worst = "\U0001f600" * 100  # json.dumps escapes each as a 12-byte surrogate pair
+        r = c.post("/predict", content=json.dumps({"text": worst}, indent=4), headers=HEADERS)
+        assert r.status_code == 200, r.text  # the largest valid request still fits
+        r = c.post("/predict/batch", content=json.dumps({"texts": [worst] * 4}), headers=HEADERS)
+        assert r.status_code == 200, r.text
+        r = c.post("/predict", content=b'{"text": "' + b"x" * 3_000 + b'"}', headers=HEADERS)
+        assert r.status_code == 413
+        assert "larger than the limit of 2240 bytes for /predict" in r.json()["detail"]
+
+        def chunks():  # no Content-Length: found while the body is read
+            yield b'{"texts": ["'
+            yield b"x" * 6_000
+            yield b'"]}'
+
+        r = c.post("/predict/batch", content=chunks(), headers=HEADERS)
+        assert r.status_code == 413
+        assert "limit of 5888 bytes for /predict/batch" in r.json()["detail"]
+
+
+def test_default_predict_limit_refuses_a_1_mb_flood_unread(client):
+    keys = {f"k{i:05d}": 1 for i in range(90_000)}
+    body = json.dumps({"text": "fine"} | keys, separators=(",", ":")).encode()
+    r = client.post("/predict", content=body, headers=HEADERS)
+    assert r.status_code == 413
+    assert r.json()["detail"].endswith("larger than the limit of 121040 bytes for /predict")
+
+
+def flood(unit: bytes, size: int = 1_000_000) -> bytes:
+    """``{"texts": [unit, unit, ...]}`` of about ``size`` bytes."""
+    return b'{"texts": [' + b",".join([unit] * (size // (len(unit) + 1))) + b"]}"
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (flood(b"[]"), "body has more than 64 arrays and objects"),  # 333,000 empty lists
+        (flood(b"[" * 900 + b"]" * 900), "body has more than 64 arrays and objects"),
+        (
+            b'{"texts": ' + b"[" * 9 + b'"a"' + b"]" * 9 + b"}",
+            "body is nested more than 8 levels deep",
+        ),
+    ],
+    ids=["333,000 empty lists", "580 arrays 900 deep", "10 levels"],
+)
+def test_nested_or_branched_bodies_are_422_before_parsing(client, tmp_path, body, problem):
+    """Refused from a count of the body's brackets (serving/jsonbody.py), before json.loads
+    builds a single list: the same 422 as a body too deep for json.loads."""
+    r = client.post("/predict/batch", content=body, headers=HEADERS)
+    assert r.status_code == 422
+    assert r.json()["detail"] == [{"type": "json_invalid", "loc": ["body"], "msg": problem}]
+    assert problem in log_text(tmp_path)
+
+
+def test_a_shallow_mistake_still_gets_the_field_level_message(client):
+    r = client.post("/predict/batch", json={"texts": [["a", "b"], "[[[[[[[[[[ in a text ]"]})
+    assert r.status_code == 422
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "texts", 0] and error["type"] == "string_type"
+
+
+def test_a_long_path_is_clipped_in_the_access_log(client, tmp_path):
+    """2,000 requests with 32 KB paths once rotated every log file away in 1.5 s."""
+    path = "/" + "a" * 32_000
+    assert client.get(path).status_code == 404
+    assert client.post(path + "/predict", json={"text": "x"}).status_code == 404
+    lines = [json.loads(x) for x in log_text(tmp_path).splitlines()]
+    clipped = [x for x in lines if x.get("event") == "request" and x["status"] == 404]
+    assert len(clipped) == 2
+    for line in clipped:
+        assert line["path"] == "/" + "a" * 199 + "..." and line["path_chars"] > 32_000
+        assert len(json.dumps(line)) < 1_000
+    assert all(len(x) < 2_000 for x in log_text(tmp_path).splitlines())

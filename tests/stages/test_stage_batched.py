@@ -158,6 +158,28 @@ def test_unknown_path_and_wrong_method(client):
     assert client.post("/health").status_code == 405
 
 
+@pytest.mark.parametrize("path", ["/predict/", "/predict/batch/", "/health/", "/ready/"])
+def test_trailing_slash_is_404_not_a_redirect_built_from_the_host_header(client, path):
+    """Starlette's slash redirect wrote the client's Host into Location (an open redirect)."""
+    for r in (client.get(path, headers={"Host": "evil.example"}), client.post(path, json={})):
+        assert r.status_code == 404, r.headers
+        assert "location" not in r.headers
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+def test_probes_answer_head_like_get(client, path):
+    get, head = client.get(path), client.head(path)
+    assert (head.status_code, get.status_code) == (200, 200)
+    assert head.headers["content-type"] == get.headers["content-type"] == "application/json"
+    assert metric(client.app, "http_requests_total", method="HEAD", route=path, status="200") == 1
+
+
+def test_head_on_a_draining_server_says_503_with_retry_after(client):
+    client.app.state.server.begin_drain()
+    r = client.head("/ready")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+
+
 # --- body size ------------------------------------------------------------------------------
 def test_body_over_limit_is_413(start_stage):
     with start_stage(MAX_BODY_BYTES=4096) as c:
@@ -410,6 +432,7 @@ def test_not_ready_while_loading(start_stage):
         assert r.json() == {"status": "ok", "model_loaded": False, "model_version": None}
         r = c.get("/ready")
         assert (r.status_code, r.json()) == (503, {"ready": False, "reason": "model is loading"})
+        assert r.headers["retry-after"] == "5"
         for response in (
             c.post("/predict", json={"text": "good"}),
             c.post("/predict/batch", json={"texts": ["good"]}),
@@ -417,6 +440,7 @@ def test_not_ready_while_loading(start_stage):
         ):
             assert response.status_code == 503
             assert response.json()["detail"] == "model is loading"
+            assert response.headers["retry-after"] == "5"  # every 503 says when to come back
         assert metric(server, "inference_rejections_total", reason="not_ready") == 3
         release.set()
         start_stage.wait_ready(c)
@@ -447,13 +471,13 @@ def test_model_that_cannot_load_keeps_process_up(start_stage, tmp_path, small_mo
         }
         r = c.get("/ready")
         assert r.status_code == 503 and r.json()["ready"] is False
-        assert expected in r.json()["reason"]
+        assert expected in r.json()["reason"] and r.headers["retry-after"] == "60"
         assert str(model_dir) not in r.text and "/" not in r.json()["reason"]  # log keeps paths
         for response in (
             c.post("/predict", json={"text": "good"}),
             c.post("/predict/batch", json={"texts": ["good"]}),
         ):
-            assert response.status_code == 503
+            assert response.status_code == 503 and response.headers["retry-after"] == "60"
             assert expected in response.json()["detail"]
         assert c.get("/metrics").status_code == 200
     failures = [
@@ -468,8 +492,10 @@ def test_shutting_down_refuses_new_predictions(client):
     client.app.state.server.begin_drain()  # what SIGTERM does first
     r = client.get("/ready")
     assert (r.status_code, r.json()) == (503, {"ready": False, "reason": "server is shutting down"})
+    assert r.headers["retry-after"] == "1"
     r = client.post("/predict", json={"text": "good"})
     assert r.status_code == 503 and r.json()["detail"] == "server is shutting down"
+    assert r.headers["retry-after"] == "1"
     assert client.get("/health").status_code == 200  # still alive
 
 

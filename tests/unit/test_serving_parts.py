@@ -52,8 +52,11 @@ OVERLOADED = "server is overloaded, retry later"
         (QueueFullError("full"), "queue_full", 503, OVERLOADED, {"Retry-After": "1"}),
         (RequestTimeoutError("no result within 0.2 s"), "timeout", 504, "no result within 0.2 s",
          None),
-        (BatcherClosedError("closed"), "not_ready", 503, DRAINING, None),
-        (NotReadyError("model is loading"), "not_ready", 503, "model is loading", None),
+        (BatcherClosedError("closed"), "not_ready", 503, DRAINING, {"Retry-After": "1"}),
+        (NotReadyError("model is loading"), "not_ready", 503, "model is loading",
+         {"Retry-After": "5"}),
+        (NotReadyError("model not loaded: sha256"), "not_ready", 503, "model not loaded: sha256",
+         {"Retry-After": "60"}),
     ],
 )  # fmt: skip
 def test_each_refusal_has_its_answer_and_reason(error, reason, status, detail, headers):
