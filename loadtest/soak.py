@@ -15,8 +15,8 @@ one ``/predict/batch`` of 8 in ten. Mixed in, all the time:
   characters each once the vectorizer's NFKD has expanded them), and ``--nested`` senders of
   1 MB bodies of 580 arrays nested 900 deep.
 
-``--only expanding`` (or ``nested``, repeatable) runs the normal traffic with that attacker
-alone, to measure what each costs the normal requests.
+``--only expanding`` (or ``nested``, or a wire attacker below; repeatable) runs the normal
+traffic with that attacker alone, to measure what each costs the normal requests.
 
 Wire attackers (``--wire``, all on by default; ``--wire none`` for the older soak):
 
@@ -56,10 +56,9 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.launcher import CLIENT_CPU, StageServer
+from loadtest.launcher import CLIENT_CPU, COURSE_LAUNCHER, StageServer
 from loadtest.rawhttp import Connection, predict_body, request_bytes
 from sentiment_model.throughput import pinned_to_cpu
-from serving.serve import PROTOCOL
 from serving.settings import Settings
 
 TEXTS = [
@@ -375,7 +374,7 @@ class Soak:
     def costly_senders(self) -> list:
         """The ``--expanding`` and ``--nested`` senders (only those named by ``--only``)."""
         counts = {"expanding": self.args.expanding, "nested": self.args.nested}
-        chosen = self.args.only or list(counts)
+        chosen = [k for k in self.args.only if k in counts] if self.args.only else list(counts)
         return [self.costly_sender(kind) for kind in chosen for _ in range(counts[kind])]
 
     async def sampler(self) -> None:
@@ -389,7 +388,9 @@ class Soak:
             await asyncio.gather(self.normal(), self.sampler())
             return
         if self.args.only:  # one kind of attacker alone: what it costs the normal requests
-            await asyncio.gather(self.normal(), self.sampler(), *self.costly_senders())
+            await asyncio.gather(
+                self.normal(), self.sampler(), *self.costly_senders(), *self.wire_attackers()
+            )
             return
         await asyncio.gather(
             self.normal(),
@@ -513,7 +514,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=sorted(COSTLY_BODIES),
+        choices=[*sorted(COSTLY_BODIES), *WIRE_ATTACKERS],
         help="normal traffic and only this attacker (repeatable)",
     )
     parser.add_argument("--plain", action="store_true", help="plain uvicorn, no protocol class")
@@ -523,9 +524,13 @@ def main() -> None:
     unknown = args.wire - set(WIRE_ATTACKERS)
     if unknown:
         parser.error(f"unknown --wire attacker(s): {', '.join(sorted(unknown))}")
+    if args.only:  # --only names the wire attackers too; no other one runs
+        args.wire = {name for name in args.only if name in WIRE_ATTACKERS}
     if args.slowloris is None:
         args.slowloris = 2 * Settings().max_connections
-    launcher = ("-m", "uvicorn") if args.plain else ("-m", "uvicorn", "--http", PROTOCOL)
+    # What `tasks.py serve` runs (the launcher: the protocol class, WebSockets off), or plain
+    # uvicorn for the comparison column of the lesson's attack table.
+    launcher = ("-m", "uvicorn") if args.plain else COURSE_LAUNCHER
     log_dir = tempfile.mkdtemp(prefix="soak-")  # the server's JSON log: not the student's logs/
     env = {"INFERENCE_LOG_PATH": str(Path(log_dir) / "requests.log")}
     server = StageServer("batched", env=env, launcher=launcher)
@@ -550,7 +555,7 @@ def main() -> None:
     lat = sorted(soak.latencies)
     rss = [mb for _, mb in soak.rss]
     summary = {
-        "command": "uvicorn inference_server:app" + ("" if args.plain else f" --http {PROTOCOL}"),
+        "command": "uvicorn inference_server:app" if args.plain else "python -m serving.serve",
         "seconds": args.seconds,
         "hostile_clients": not args.control,
         "normal_rate_per_s": args.rate,
