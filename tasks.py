@@ -390,7 +390,8 @@ def describe_holders(port: int) -> str:
     if not holders:
         why = "its owner is another user's process" if holders == [] else "no /proc or lsof here"
         return f"held by a process not named here ({why}; try `ss -ltnp` or `lsof -i :{port}`)"
-    return ", ".join(f"held by pid {pid} ({clip(cmd, 160)})" for pid, cmd in holders)
+    named = [(pid, clip(" ".join(cmd.split()), 160)) for pid, cmd in holders]  # one line
+    return ", ".join(f"held by pid {pid} ({cmd})" for pid, cmd in named)
 
 
 def clip(text: str, limit: int) -> str:
