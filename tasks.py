@@ -399,6 +399,16 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def accepts(host: str, port: int) -> bool:
+    """Whether something accepts connections on ``host:port``. Only a connection: no request,
+    so nothing reaches a server's access log."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def listens(pgid: int, host: str, port: int) -> bool:
     """Whether process group ``pgid`` (our server and its workers) listens on ``port``: our own
     child, not whatever else answers there. Without /proc: whether anything accepts there."""
@@ -411,11 +421,7 @@ def listens(pgid: int, host: str, port: int) -> bool:
             except OSError:
                 continue
         return False
-    try:
-        with socket.create_connection((host, port), timeout=1):  # no request: nothing logged
-            return True
-    except OSError:
-        return False
+    return accepts(host, port)
 
 
 class ServerOutput:
@@ -495,16 +501,17 @@ def wait_until_ready(
     level = os.environ.get("INFERENCE_LOG_LEVEL", "INFO").upper()
     quiet = output is not None and level in ("WARNING", "ERROR")  # model_loaded is INFO
     deadline = time.monotonic() + timeout
-    said_loading = False
+    said_loading, next_look = False, 0.0
     while True:
         if proc.poll() is not None:
-            if output is not None:
-                output.close()
-            taken = port_problem(host, port) if proc.returncode else None
-            say(
-                f"the server exited with status {proc.returncode} before it was ready"
-                + (f": {taken}" if taken else " (its messages are above)")
-            )
+            if proc.returncode:  # not a stop we passed on (that exits 0): say what we know
+                if output is not None:
+                    output.close()
+                taken = port_problem(host, port)
+                say(
+                    f"the server exited with status {proc.returncode} before it was ready"
+                    + (f": {taken}" if taken else " (its messages are above)")
+                )
             return None
         if output is not None and output.failure:
             output.stop_watching()
@@ -514,21 +521,28 @@ def wait_until_ready(
                 "with `python3 tasks.py model`, or point INFERENCE_MODEL_DIR at a model folder.",
             )
             return 1
-        ours = listens(proc.pid, host, port)
-        if ours and (output is None or output.loaded >= workers):
-            if output is not None:
-                output.stop_watching()
-            say(f"ready: {base}")
-            return None
-        if ours and not said_loading:
+        up = accepts(host, port)
+        loaded = output is None or output.loaded >= workers
+        # Whose socket it is costs a look through /proc (tens of ms on a busy machine): only
+        # once the rest says ready, and then at most once a second.
+        if up and loaded and not quiet and time.monotonic() >= next_look:
+            if listens(proc.pid, host, port):
+                if output is not None:
+                    output.stop_watching()
+                say(f"ready: {base}")
+                return None
+            next_look = time.monotonic() + 1.0  # another process's: ours fails to bind
+        if up and not loaded and not said_loading:
             said_loading = True
             if quiet:
                 say(
-                    f"listening on {base}; INFERENCE_LOG_LEVEL hides the model_loaded line, so "
-                    f"`ready:` cannot be announced: {base}{READY_PATH} says when it is ready"
+                    f"listening on {base}; INFERENCE_LOG_LEVEL={level} hides the model_loaded "
+                    f"line, so `ready:` is not announced: {base}{READY_PATH} says when it is ready"
                 )
-                output.stop_watching()
-                return None
+                while proc.poll() is None and not output.failure:  # a failure is an ERROR line
+                    output.changed.wait(1.0)
+                    output.changed.clear()
+                continue  # the checks above report the exit or the failure
             say(f"listening on {base}; loading the model (/ready answers 503 until then) ...")
         if time.monotonic() > deadline:
             say(f"not ready after {timeout:.0f} s: the model is still loading; still waiting")
