@@ -219,3 +219,17 @@ def test_a_taken_port_is_named_before_anything_loads(scratch_root, small_model_d
     [line] = [x for x in done.stdout.splitlines() if x.startswith("cannot serve:")]
     assert f"port {port} is already in use on 127.0.0.1: held by pid {os.getpid()} (" in line
     assert "serving.serve" not in done.stdout  # stopped before the server (and its model) started
+
+
+def test_a_log_level_that_hides_model_loaded_still_reports_a_failed_load(
+    scratch_root, tmp_path, monkeypatch
+):
+    """At INFERENCE_LOG_LEVEL=WARNING the model_loaded line (INFO) never comes: serve says it
+    cannot announce `ready:` and waits quietly; a failed load (an ERROR line) still ends it."""
+    monkeypatch.setenv("INFERENCE_LOG_LEVEL", "WARNING")
+    bad = tmp_path / "not-a-model"
+    bad.mkdir()
+    done = run_serve(scratch_root, bad, "--port", str(free_port()))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.count("not ready: model not loaded:") == 1
+    assert logged_requests(scratch_root / "requests.log") == []
