@@ -11,7 +11,11 @@ STAGE is naive, validated, metrics or batched (the default); `--stage=naive` wor
 `setup` creates .venv, installs requirements.txt (again only when it changes) and trains the
 default model if models/LATEST is missing. The Makefile offers the same commands as targets.
 Stop a server, a test run, JupyterLab or a benchmark with Ctrl-C or SIGTERM: the signal is passed
-on, the command waits for its child to finish and leaves no process behind.
+on, the command waits for its child to finish and leaves no process behind. SIGHUP (the terminal
+closed) stops the child the same way, as SIGTERM.
+`serve` checks the port first (a port in use is named with its holder: exit 3), prints
+`ready: URL` once its own server can answer, and stops with the reason (exit 1) when the final
+stage's model cannot be loaded.
 """
 
 from __future__ import annotations
