@@ -173,9 +173,18 @@ def run_sessions(
         finally:
             server.stop()
             trim_log(log_path)
-            trim_request_log(server.request_log)
+            trim_request_log(own_request_log(server))
         write_tables(run_dir, rows)
     return rows
+
+
+def own_request_log(server: StageServer) -> Path | None:
+    """The server's JSON log file when the launcher chose it (beside its output), else None: a
+    log the caller chose (``INFERENCE_LOG_PATH`` in the session's env, as notebook 06 does to
+    read it afterwards) is theirs and is left whole."""
+    if server.request_log is None or "INFERENCE_LOG_PATH" in server.env:
+        return None
+    return server.request_log
 
 
 def trim_request_log(path: Path | None) -> None:

@@ -257,3 +257,17 @@ def test_a_benchmark_keeps_the_ends_of_each_request_log(tmp_path):
     assert lines[0] == "line 0" and lines[-1] == "line 999" and len(lines) == 81
     assert [p.name for p in tmp_path.iterdir()] == [log.name]
     trim_request_log(None)  # a server that never started
+
+
+def test_a_log_the_caller_chose_is_not_trimmed(tmp_path):
+    """Notebook 06 reads the log of its wait sweep (INFERENCE_LOG_PATH in env) afterwards."""
+    from loadtest.runner import own_request_log
+
+    ours = bench.StageServer("batched", log_path=tmp_path / "server-batched.log")
+    ours.server_env()
+    assert own_request_log(ours) == tmp_path / "server-batched.requests.log"
+    env = {"INFERENCE_LOG_PATH": str(tmp_path / "requests.log")}
+    theirs = bench.StageServer("batched", env=env, log_path=tmp_path / "server-batched.log")
+    theirs.server_env()
+    assert own_request_log(theirs) is None
+    assert own_request_log(bench.StageServer("batched")) is None  # never started
