@@ -19,5 +19,5 @@ bench:          ## load-test every stage and plot the results
 	$(PYTHON) tasks.py bench $(ARGS)
 lint:           ## ruff check + format check
 	$(PYTHON) tasks.py lint
-monitor:        ## Prometheus on 127.0.0.1:9090, scraping the server on :8000 (Ctrl-C stops it)
+monitor:        ## Prometheus on 127.0.0.1:9090 scraping :8000 (ARGS=--port=8001: another port)
 	$(PYTHON) tasks.py monitor $(ARGS)

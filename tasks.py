@@ -4,21 +4,31 @@
     python3 tasks.py serve [STAGE] [--port 8000] [--workers N]       set up, then run a server
     python3 tasks.py test [pytest args]                              set up, then run the tests
     python3 tasks.py setup | model [args] | lab [args] | bench [args] | lint
-    python3 tasks.py monitor [prometheus flags]                      Prometheus on 127.0.0.1:9090
+    python3 tasks.py monitor [--port P | --target HOST:PORT] [prometheus flags]
+                                        Prometheus on 127.0.0.1:9090, scraping 127.0.0.1:8000
 
 STAGE is naive, validated, metrics or batched (the default); `--stage=naive` works too.
 `setup` creates .venv, installs requirements.txt (again only when it changes) and trains the
 default model if models/LATEST is missing. The Makefile offers the same commands as targets.
 Stop a server, a test run, JupyterLab or a benchmark with Ctrl-C or SIGTERM: the signal is passed
-on, the command waits for its child to finish and leaves no process behind.
+on, the command waits for its child to finish and leaves no process behind. SIGHUP (the terminal
+closed) stops the child the same way, as SIGTERM.
+`serve` checks the port first (a port in use is named with its holder: exit 3), prints
+`ready: URL` once its own server can answer, and stops with the reason (exit 1) when the final
+stage's model cannot be loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
+import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +36,7 @@ import time
 import urllib.error
 import urllib.request
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 from serving.stages import FINAL_STAGE, STAGES  # stdlib only: importable before .venv exists
@@ -38,9 +49,10 @@ STAMP = VENV / ".requirements-sha256"
 SETUP_LOG = VENV / "setup.log"
 TEST_TIME = VENV / ".last-full-test-seconds"
 DEFAULT_STAGE = FINAL_STAGE
-# The final stage answers 200 here once its model is loaded (503 before). Stages 1-3 have no such
-# route (404): they load the model before they listen, so any answer means they are ready.
+# The final stage answers 200 here once its model is loaded (503 with the reason before). serve
+# does not poll it (each poll would be a line of the student's access log): see wait_until_ready.
 READY_PATH = "/ready"
+EXIT_NOT_STARTED = 3  # as python -m serving.serve: the server never started (the port is taken)
 # Measured from a fresh clone (README "Quick start" gives the figures and how they were taken).
 FULL_SUITE_ESTIMATE = "8 to 13 minutes on 2 cores (notebooks and load tests most of it)"
 
@@ -150,7 +162,9 @@ def setup(train: bool = True) -> None:
         return
     latest = ROOT / "models" / "LATEST"
     if latest.is_file():  # checked here: no Python process importing scikit-learn to find out
-        print(f"default model present: {latest.read_text().strip()}", flush=True)
+        chosen = os.environ.get("INFERENCE_MODEL_DIR")  # what the server loads instead
+        also = f" (the server loads INFERENCE_MODEL_DIR={chosen})" if chosen else ""
+        print(f"default model present: {latest.read_text().strip()}{also}", flush=True)
         return
     print("setup: training the default model, once (usually 20-90 s) ...", flush=True)
     run(PY, "-m", "sentiment_model.train", "--if-missing", "--models-root", ROOT / "models")
@@ -159,47 +173,72 @@ def setup(train: bool = True) -> None:
 # --- child processes: signals are passed on, and nothing is left behind ----------------------
 
 
+def say(*lines: str) -> None:
+    """Print to our stdout, which may be gone: after SIGHUP (the terminal closed) writing to it
+    fails, and the child must still be stopped and waited for."""
+    with contextlib.suppress(OSError, ValueError):
+        print(*lines, sep="\n", flush=True)
+
+
+# What the child gets when we receive each signal. SIGHUP (the terminal closed, an ssh session
+# dropped) would end tasks.py and leave the child running without an owner: it becomes a stop.
+_STOPS = ("SIGINT", "SIGTERM", "SIGHUP")  # Windows has no SIGHUP
+STOP_SIGNALS = tuple(getattr(signal, name) for name in _STOPS if hasattr(signal, name))
+
+
 def run_child(
     cmd: list[str | Path],
     *,
     interrupt: int = signal.SIGINT,
     stop_is_clean: bool = True,
-    on_start=None,
+    on_start: Callable[[subprocess.Popen], int | None] | None = None,
+    on_exit: Callable[[], None] | None = None,
+    stdout: int | None = None,
 ) -> int:
-    """Run ``cmd`` in its own process group; pass Ctrl-C / SIGTERM on; return its exit code.
+    """Run ``cmd`` in its own process group; pass Ctrl-C / SIGTERM / SIGHUP on; return its exit
+    code.
 
     The child gets its own group so that a Ctrl-C reaches it once (from us), not twice (from
     the terminal and from us: a second Ctrl-C makes uvicorn skip its graceful shutdown).
     ``interrupt`` is what Ctrl-C becomes for the child (JupyterLab asks "shut down? y/n" on
-    SIGINT, so it gets SIGTERM). With ``stop_is_clean``, a child that ends because of a signal we
-    passed on has stopped cleanly: 0 is returned (a server); otherwise its status is kept (an
-    interrupted test run must not pass for a successful one). Whatever is still in the child's
-    group afterwards is stopped.
-    ``on_start(proc)`` runs once the child is started (``serve`` waits for readiness there).
+    SIGINT, so it gets SIGTERM); SIGHUP becomes SIGTERM: a closed terminal stops the child
+    gracefully instead of leaving it behind. With ``stop_is_clean``, a child that ends because
+    of a signal we passed on has stopped cleanly: 0 is returned (a server); otherwise its status
+    is kept (an interrupted test run must not pass for a successful one). Whatever is still in
+    the child's group afterwards is stopped.
+    ``on_start(proc)`` runs once the child is started (``serve`` waits for readiness there); when
+    it returns an exit status, the child is stopped and that status returned (a server that can
+    never be ready). ``on_exit()`` runs once the child and its group are gone, before the last
+    line. ``stdout=subprocess.PIPE`` gives ``on_start`` the child's output to read.
     """
-    forwarded: list[int] = []
+    forwarded: list[tuple[int, int]] = []  # (received, sent to the child)
     started: list[subprocess.Popen] = []
 
     def forward(signum, _frame) -> None:
-        sig = interrupt if signum == signal.SIGINT else signum
-        forwarded.append(sig)
+        sig = interrupt if signum == signal.SIGINT else signal.SIGTERM
+        forwarded.append((signum, sig))
         if started and started[0].poll() is None:
             started[0].send_signal(sig)
 
     # The handlers come first, so that a signal arriving while the child starts is not lost.
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
     try:
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(c) for c in cmd], cwd=ROOT, start_new_session=True, stdout=stdout
+        )
     except BaseException:
         for s, handler in previous.items():
             signal.signal(s, handler)
         raise
     started.append(proc)
     if forwarded:  # a signal came in before the child existed
-        proc.send_signal(forwarded[0])
+        proc.send_signal(forwarded[0][1])
+    verdict = None
     try:
         if on_start is not None:
-            on_start(proc)
+            verdict = on_start(proc)
+        if verdict is not None and proc.poll() is None and not forwarded:
+            proc.terminate()  # given up on (it can never be ready): a graceful stop
         code = proc.wait()
     finally:
         for s, handler in previous.items():
@@ -212,22 +251,28 @@ def run_child(
                 proc.kill()
                 proc.wait()
         stop_group(proc.pid)
+        if on_exit is not None:
+            on_exit()
+    if verdict is not None and not forwarded:
+        return verdict
     if not forwarded and stop_is_clean and code in (-signal.SIGINT, -signal.SIGTERM, 130, 143):
-        forwarded.append(-code if code < 0 else code - 128)  # signalled directly, not through us
+        sig = -code if code < 0 else code - 128  # signalled directly, not through us
+        forwarded.append((sig, sig))
     if forwarded:
-        sig = forwarded[0]
-        name = signal.Signals(sig).name
+        received, sig = forwarded[0]
+        name = signal.Signals(received).name
+        how = "" if received == sig else f", passed on as {signal.Signals(sig).name}"
         if not stop_is_clean:
-            print(f"stopped by {name}: interrupted (exit status {code})", flush=True)
+            say(f"stopped by {name}{how}: interrupted (exit status {code})")
             return code if code >= 0 else 128 - code
         if code == 0:
-            print(f"stopped by {name}: a clean stop", flush=True)
+            say(f"stopped by {name}{how}: a clean stop")
             return 0
         if code in (-sig, 128 + sig):  # uvicorn re-raises the signal after a graceful shutdown
-            print(
-                f"stopped by {name}: a clean stop (the child ended with exit status "
-                f"{128 + sig} = 128 + {name}, as uvicorn does after a graceful shutdown)",
-                flush=True,
+            say(
+                f"stopped by {name}{how}: a clean stop (the child ended with exit status "
+                f"{128 + sig} = 128 + {signal.Signals(sig).name}, as uvicorn does after a "
+                "graceful shutdown)"
             )
             return 0
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
@@ -263,24 +308,272 @@ def server_argv(stage: str, host: str, port: int, extra: list[str]) -> list[str 
     return [PY, "-m", "serving.serve", "--app-dir", app.app_dir, app.app, *where, *extra]
 
 
-def wait_until_ready(proc: subprocess.Popen, base: str, timeout: float = 600.0) -> None:
-    """Poll the stage's readiness route until it says ready, then print the URL."""
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
+def port_problem(host: str, port: int, hint: str = "") -> str | None:
+    """None when ``host:port`` can be bound now, as uvicorn will bind it; else one line saying
+    why not, naming the process that holds the port when it can be found (then ``hint``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # uvicorn's choice
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            if os.name != "nt":  # as uvicorn: a port left in TIME_WAIT by a stopped server is free
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            return f"port {port} is already in use on {host}: {describe_holders(port)}{hint}"
+        return f"cannot listen on {host}:{port}: {e.strerror or e}"
+    return None
+
+
+def port_holders(port: int) -> list[tuple[int, str]] | None:
+    """``(pid, command)`` of each process listening on TCP ``port`` that we may look at; None
+    where that cannot be found out (no /proc and no lsof). Linux: the listening socket's inode
+    from /proc/net/tcp{,6}, then the processes that have it open (/proc/PID/fd)."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return lsof_holders(port)
+    inodes = set()
+    for table in tables:
         try:
-            with urllib.request.urlopen(base + READY_PATH, timeout=2):
-                pass
-        except urllib.error.HTTPError as e:
-            if e.code != 404:  # 503: still loading
-                time.sleep(0.2)
-                continue
-        except (OSError, ValueError):  # not listening yet
-            time.sleep(0.2)
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
             continue
-        print(f"ready: {base}", flush=True)
-        return
-    if proc.poll() is None:
-        print(f"not ready after {timeout:.0f} s: {base}{READY_PATH} never answered", flush=True)
+        for row in rows:
+            fields = row.split()  # sl local_address rem_address st ... uid timeout inode
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                inodes.add(f"socket:[{fields[9]}]")  # 0A: LISTEN
+    found = []
+    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()) if inodes else ():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:  # gone, or another user's process
+            continue
+        if any(link(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            found.append((pid, " ".join(a.decode(errors="replace") for a in argv if a)))
+    return found
+
+
+def link(path: str) -> str:
+    """Where a /proc fd points ("socket:[123]"), or "" for an fd closed meanwhile."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def lsof_holders(port: int) -> list[tuple[int, str]] | None:
+    """:func:`port_holders` through ``lsof`` (macOS), or None without it."""
+    if shutil.which("lsof") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["lsof", "-nP", f"-iTCP:{port}", "-sTCP:LISTEN", "-Fpc"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found, pid = [], None
+    for line in out.splitlines():
+        if line[:1] == "p":
+            pid = int(line[1:])
+        elif line[:1] == "c" and pid is not None:
+            found.append((pid, line[1:]))
+    return found
+
+
+def describe_holders(port: int) -> str:
+    """Who holds ``port``, for a message: "pid 123 (python3 tasks.py serve)", or why unknown."""
+    holders = port_holders(port)
+    if not holders:
+        why = "its owner is another user's process" if holders == [] else "no /proc or lsof here"
+        return f"held by a process not named here ({why}; try `ss -ltnp` or `lsof -i :{port}`)"
+    named = [(pid, clip(" ".join(cmd.split()), 160)) for pid, cmd in holders]  # one line
+    return ", ".join(f"held by pid {pid} ({cmd})" for pid, cmd in named)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, "..." marking the cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def accepts(host: str, port: int) -> bool:
+    """Whether something accepts connections on ``host:port``. Only a connection: no request,
+    so nothing reaches a server's access log."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def listens(pgid: int, host: str, port: int) -> bool:
+    """Whether process group ``pgid`` (our server and its workers) listens on ``port``: our own
+    child, not whatever else answers there. Without /proc: whether anything accepts there."""
+    holders = port_holders(port) if Path("/proc/net/tcp").exists() else None
+    if holders is not None:
+        for pid, _ in holders:
+            try:
+                if os.getpgid(pid) == pgid:
+                    return True
+            except OSError:
+                continue
+        return False
+    return accepts(host, port)
+
+
+class ServerOutput:
+    """The final stage's stdout, copied to ours as it comes, and watched for the start-up lines
+    that say whether the model loaded: ``model_loaded`` (one per worker) or ``model_load_failed``
+    (its ``error``, the cause /ready gives as "model not loaded: ...").
+
+    Reading these lines instead of polling /ready means no probe request reaches the server's
+    access log (the student's logs/requests.log).
+    """
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.loaded = 0
+        self.failure: str | None = None
+        self.changed = threading.Event()
+        self._watching = True
+        self._thread = threading.Thread(target=self._copy, daemon=True)
+        self._thread.start()
+
+    def _copy(self) -> None:
+        out = getattr(sys.stdout, "buffer", None)
+        pending = b""
+        fd = self.stream.fileno()
+        while chunk := os.read(fd, 65536):
+            try:
+                if out is not None:
+                    out.write(chunk)
+                    out.flush()
+            except (OSError, ValueError):  # our terminal is gone (SIGHUP): keep draining the pipe
+                out = None
+            if self._watching:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self._look_at(line)
+        self.changed.set()
+
+    def _look_at(self, line: bytes) -> None:
+        if b'"model_load' not in line:  # cheap filter: every request is a line too
+            return
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return
+        if record.get("event") == "model_loaded":
+            self.loaded += 1
+        elif record.get("event") == "model_load_failed":
+            self.failure = f"model not loaded: {record.get('error', '(no message)')}"
+        self.changed.set()
+
+    def stop_watching(self) -> None:
+        """Only copy from now on (the start-up is decided)."""
+        self._watching = False
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Wait for the rest of the output (the child has exited)."""
+        self._thread.join(timeout)
+
+
+def wait_until_ready(
+    proc: subprocess.Popen,
+    host: str,
+    port: int,
+    output: ServerOutput | None = None,
+    workers: int = 1,
+    timeout: float = 600.0,
+) -> int | None:
+    """Wait until our own server is ready, then print ``ready: URL``; None to keep it running,
+    or an exit status when it never can be (its model cannot be loaded).
+
+    Nothing here sends the server a request: stages 1-3 load their model before they listen,
+    so our process listening on the port means ready; the final stage listens at once and loads
+    in the background, so its ``model_loaded`` lines (``output``, one per worker) say when.
+    """
+    base = f"http://{host}:{port}"
+    level = os.environ.get("INFERENCE_LOG_LEVEL", "INFO").upper()
+    quiet = output is not None and level in ("WARNING", "ERROR")  # model_loaded is INFO
+    deadline = time.monotonic() + timeout
+    said_loading, next_look = False, 0.0
+    while True:
+        if proc.poll() is not None:
+            if proc.returncode:  # not a stop we passed on (that exits 0): say what we know
+                if output is not None:
+                    output.close()
+                taken = port_problem(host, port)
+                say(
+                    f"the server exited with status {proc.returncode} before it was ready"
+                    + (f": {taken}" if taken else " (its messages are above)")
+                )
+            return None
+        if output is not None and output.failure:
+            output.stop_watching()
+            say(
+                f"not ready: {output.failure}",
+                "The server cannot become ready with this model, so it is stopped. Train one "
+                "with `python3 tasks.py model`, or point INFERENCE_MODEL_DIR at a model folder.",
+            )
+            return 1
+        up = accepts(host, port)
+        loaded = output is None or output.loaded >= workers
+        # Whose socket it is costs a look through /proc (tens of ms on a busy machine): only
+        # once the rest says ready, and then at most once a second.
+        if up and loaded and not quiet and time.monotonic() >= next_look:
+            if listens(proc.pid, host, port):
+                if output is not None:
+                    output.stop_watching()
+                say(f"ready: {base}")
+                return None
+            next_look = time.monotonic() + 1.0  # another process's: ours fails to bind
+        if up and not loaded and not said_loading:
+            said_loading = True
+            if quiet:
+                say(
+                    f"listening on {base}; INFERENCE_LOG_LEVEL={level} hides the model_loaded "
+                    f"line, so `ready:` is not announced: {base}{READY_PATH} says when it is ready"
+                )
+                while proc.poll() is None and not output.failure:  # a failure is an ERROR line
+                    output.changed.wait(1.0)
+                    output.changed.clear()
+                continue  # the checks above report the exit or the failure
+            say(f"listening on {base}; loading the model (/ready answers 503 until then) ...")
+        if time.monotonic() > deadline:
+            say(f"not ready after {timeout:.0f} s: the model is still loading; still waiting")
+            deadline = float("inf")
+        if output is not None:
+            output.changed.wait(0.2)
+            output.changed.clear()
+        else:
+            time.sleep(0.2)
+
+
+def workers_of(extra: list[str]) -> int:
+    """The ``--workers N`` among the launcher's options (1 when absent or unreadable)."""
+    for i, word in enumerate(extra):
+        value = word.split("=", 1)[1] if word.startswith("--workers=") else None
+        if word == "--workers" and i + 1 < len(extra):
+            value = extra[i + 1]
+        if value is not None:
+            return int(value) if value.isdigit() and int(value) > 0 else 1
+    return 1
+
+
+def port_number(text: str) -> int:
+    """``--port`` for argparse: a TCP port, 1-65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
 
 
 def parse_serve_args(args: list[str]) -> tuple[str, argparse.Namespace, list[str]]:
@@ -292,7 +585,7 @@ def parse_serve_args(args: list[str]) -> tuple[str, argparse.Namespace, list[str
     )
     parser.add_argument("--stage", choices=STAGES, help=f"default: {DEFAULT_STAGE}")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port_number, default=8000)
     positional = args[0] if args and not args[0].startswith("-") else None
     opts, extra = parser.parse_known_args(args[1:] if positional else args)
     if positional is None and any(word in STAGES for word in extra):  # serve --port 8001 naive
@@ -309,31 +602,104 @@ def parse_serve_args(args: list[str]) -> tuple[str, argparse.Namespace, list[str
 def serve(args: list[str]) -> int:
     """Run one stage's server on 127.0.0.1:8000 (default: the final, batched stage)."""
     stage, opts, extra = parse_serve_args(args)
-    setup()
+    other = opts.port + 1 if opts.port < 65535 else 8001
+    hint = f". Stop it, or choose another port: --port {other}"
+    taken = port_problem(opts.host, opts.port, hint)  # before set-up, and again before the start
+    if taken is None:
+        setup()
+        taken = port_problem(opts.host, opts.port, hint)
+    if taken is not None:
+        say(f"cannot serve: {taken}")
+        return EXIT_NOT_STARTED
     cmd = server_argv(stage, opts.host, opts.port, extra)
-    print("+", " ".join(map(str, cmd)), flush=True)
+    say("+ " + " ".join(map(str, cmd)))
     host = "127.0.0.1" if opts.host in ("0.0.0.0", "::") else opts.host
-    return run_child(cmd, on_start=lambda p: wait_until_ready(p, f"http://{host}:{opts.port}"))
+    watch = stage == FINAL_STAGE  # it loads its model after it listens: its output says when
+    outputs: list[ServerOutput] = []
+
+    def on_start(proc: subprocess.Popen) -> int | None:
+        if watch:
+            outputs.append(ServerOutput(proc.stdout))
+        output = outputs[0] if outputs else None
+        return wait_until_ready(proc, host, opts.port, output, workers_of(extra))
+
+    def on_exit() -> None:
+        for output in outputs:
+            output.close()  # its last lines (the shutdown line) before our own
+
+    pipe = subprocess.PIPE if watch else None
+    return run_child(cmd, on_start=on_start, on_exit=on_exit, stdout=pipe)
 
 
 # --- the other commands ---------------------------------------------------------------------
 
 
+# pytest options that take a value as the next word (so that word is not a test path).
+PYTEST_VALUE_OPTIONS = {
+    "-c", "-k", "-m", "-o", "-p", "-r", "-W", "--basetemp", "--capture", "--color",
+    "--confcutdir", "--deselect", "--durations", "--durations-min", "--ignore", "--ignore-glob",
+    "--import-mode", "--junit-xml", "--junitxml", "--log-file", "--log-level", "--maxfail",
+    "--override-ini", "--pythonwarnings", "--rootdir", "--tb", "--timeout",
+}  # fmt: skip
+# What makes a run less than the whole suite: a selection, or a run that executes no test.
+PYTEST_NOT_WHOLE = {
+    "-k", "-m", "--deselect", "--ignore", "--ignore-glob", "--lf", "--last-failed", "--sw",
+    "--stepwise", "--sw-skip", "--stepwise-skip", "-h", "--help", "--version", "-V",
+    "--co", "--collect-only", "--fixtures", "--funcargs", "--fixtures-per-test", "--markers",
+    "--setup-only", "--setup-plan", "--cache-show",
+}  # fmt: skip
+# Whole runs that stop at the first failure: only a pass ran everything.
+PYTEST_STOPS_EARLY = {"-x", "--exitfirst", "--maxfail"}
+# The notebooks run last (pyproject.toml: testpaths = tests, then notebooks): 8 of 626 items, so
+# pytest shows 98 % as they start, with about half of the time still ahead. Measured 2026-12-03
+# on a busy machine: the notebooks alone 17 min 14 s, while the fast loop took 114 s there
+# against about 40 s on a quiet one; scaled alike, about 6 of the whole suite's 11 minutes.
+NOTEBOOKS_NOTE = (
+    "the 8 notebooks run last and take about half of the time, so pytest's percentage is near "
+    "100 % when they start"
+)
+
+
+def pytest_selection(args: list[str]) -> tuple[bool, bool]:
+    """``(whole, stops_early)`` for pytest ``args``: whether they run the whole suite (no path
+    or test named, no -k/-m selection, not --help or --collect-only ...), and whether the run
+    stops at the first failure (-x, --maxfail)."""
+    whole, stops_early, takes_value = True, False, False
+    for arg in args:
+        if takes_value:  # the value of the option before (-k EXPR)
+            takes_value = False
+            continue
+        name = arg.split("=", 1)[0]
+        if not arg.startswith("-"):
+            whole = False  # a path or a test id
+        elif name in PYTEST_NOT_WHOLE or (
+            not arg.startswith("--") and arg[1:2] in ("k", "m", "h", "V")  # -kEXPR, -mEXPR
+        ):
+            whole = False
+        stops_early |= name in PYTEST_STOPS_EARLY or (
+            not arg.startswith("--") and "x" in arg[1:] and arg[1:2] not in "kmpcorW"
+        )
+        takes_value = arg in PYTEST_VALUE_OPTIONS
+    return whole, stops_early
+
+
 def test(args: list[str]) -> int:
-    """Run pytest, saying up front how long it takes and at the end how long it took."""
+    """Run pytest, saying up front how long it takes and at the end how long it took; only a
+    whole run that ran to its end is recorded as the last full run."""
     setup()
-    whole = not any(not a.startswith("-") for a in args)  # no files or tests named
+    whole, stops_early = pytest_selection(args)
     if whole:
         last = TEST_TIME.read_text().strip() if TEST_TIME.exists() else ""
         note = f"; the last full run here took {minutes(float(last))}" if last else ""
         print(f"tests: the whole suite takes {FULL_SUITE_ESTIMATE}{note}.", flush=True)
-        print("tests: each file prints its name, then a dot per passed test.", flush=True)
+        print(f"tests: each file prints its name, then a dot per passed test; {NOTEBOOKS_NOTE}.")
     start = time.monotonic()
     cmd = [PY, "-m", "pytest", *args]
     print("+", " ".join(map(str, cmd)), flush=True)
     code = run_child(cmd, stop_is_clean=False)
     took = time.monotonic() - start
-    if whole and code in (0, 1):  # the whole suite ran (1: some tests failed)
+    # 0: all passed; 1: some failed, but everything ran (unless it stopped at the first one).
+    if whole and (code == 0 or (code == 1 and not stops_early)):
         TEST_TIME.write_text(f"{took:.0f}\n")
     print(f"tests: finished in {minutes(took)} (exit status {code})", flush=True)
     return code
@@ -366,20 +732,84 @@ def lint(_args: list[str]) -> int:
 
 
 def monitor(args: list[str]) -> int:
-    """Run Prometheus with monitoring/prometheus.yml until Ctrl-C or SIGTERM (exit 0), or say how
-    to install it (exit 1). ``args`` go to Prometheus and replace our flag of the same name,
-    e.g. ``--web.listen-address=127.0.0.1:9191``."""
+    """Run Prometheus, scraping the server on ``--port`` (default 8000) or ``--target
+    HOST:PORT``, until Ctrl-C or SIGTERM (exit 0), or say how to install it (exit 1). Other
+    ``args`` go to Prometheus and replace our flag of the same name, e.g.
+    ``--web.listen-address=127.0.0.1:9191``."""
     from monitoring import prom  # standard library only: no set-up needed
 
+    parser = argparse.ArgumentParser(
+        prog="python3 tasks.py monitor",
+        allow_abbrev=False,
+        description="Prometheus on 127.0.0.1:9090 with the course's rules, scraping one server; "
+        "other options (--web.listen-address=..., --storage.tsdb.path=...) go to Prometheus.",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--port", type=port_number, help="the server's port on 127.0.0.1")
+    where.add_argument("--target", help="the server as HOST:PORT (default 127.0.0.1:8000)")
+    opts, rest = parser.parse_known_args(args)
+    target = f"127.0.0.1:{opts.port}" if opts.port else opts.target or prom.TARGET
+    try:
+        prom.parse_target(target)
+    except ValueError as e:
+        parser.error(f"--target: {e}")
     binary = prom.find_binary()
     if binary is None:
         print(prom.install_help(), file=sys.stderr)
         return 1
-    prom.DATA_DIR.mkdir(parents=True, exist_ok=True)
-    cmd = prom.command(binary, overrides=args)
-    print("+", " ".join(cmd), flush=True)
-    print("Prometheus scrapes 127.0.0.1:8000 (`make serve`); Ctrl-C stops it.", flush=True)
-    return run_child(cmd)  # Prometheus exits 0 after a graceful shutdown (SIGINT or SIGTERM)
+    listen = prom.flag_value(rest, "--web.listen-address") or prom.LISTEN
+    host, _, port = listen.rpartition(":")
+    # Debian's package starts a Prometheus of its own on 9090.
+    hint = (
+        ". Stop it (Debian: sudo systemctl disable --now prometheus), or choose another address: "
+        "--web.listen-address=127.0.0.1:9191"
+    )
+    taken = port_problem(host or "0.0.0.0", int(port), hint) if port.isdigit() else None
+    if taken is not None:
+        say(f"cannot monitor: {taken}")
+        return EXIT_NOT_STARTED
+    config = prom.write_config(target)  # in monitoring/data/, git-ignored like the data
+    cmd = prom.command(binary, config=config, overrides=rest)
+    say("+ " + " ".join(cmd))
+    if prom.flag_value(rest, "--config.file"):
+        say("Prometheus reads the --config.file given: its targets are the ones it names.")
+    else:
+        say(f"Prometheus scrapes {target} every second; Ctrl-C stops it.")
+    ui = f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{port}"
+    # Prometheus exits 0 after a graceful shutdown (SIGINT or SIGTERM).
+    return run_child(cmd, on_start=lambda proc: announce_ui(proc, ui))
+
+
+def announce_ui(proc: subprocess.Popen, ui: str, timeout: float = 60.0) -> None:
+    """Once Prometheus is ready, print where its pages are: they differ between builds (see
+    ``monitoring.prom.UI_PAGES``), so each is looked up instead of assumed."""
+    from monitoring import prom
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs) -> None:
+            return None  # a redirect (Debian: /graph -> /classic/graph) is not the page
+
+    opener = urllib.request.build_opener(NoRedirect)
+
+    def status(path: str) -> int | None:
+        try:
+            with opener.open(ui + path, timeout=2) as answer:
+                return answer.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except (OSError, ValueError):
+            return None
+
+    deadline = time.monotonic() + timeout
+    while status("/-/ready") != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return  # Prometheus says why itself
+        time.sleep(0.3)
+    pages = {
+        name: next((ui + p for p in paths if status(p) == 200), ui + paths[0])
+        for name, paths in prom.UI_PAGES.items()
+    }
+    say(f"Prometheus UI: {pages['graph']}", *(f"  {n}: {u}" for n, u in pages.items()))
 
 
 COMMANDS = {  # name -> function(args) returning an exit status

@@ -74,15 +74,17 @@ COURSE_LAUNCHER = ("-m", "serving.serve")  # what `python3 tasks.py serve` runs
 class StageServer:
     """One stage as a real server process on 127.0.0.1, stopped by PID.
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop` (a notebook's way).
-    ``env`` adds environment variables (``INFERENCE_MODEL_DIR``, ``INFERENCE_MAX_BATCH_WAIT_MS``
-    ...). The server's output (stdout and stderr) goes to ``log_path`` (a temporary file by
-    default). ``app_dir`` and ``app`` serve something else under the name ``stage`` (a modified
-    copy of a stage, the benchmark's reference app); ``label`` names it in results (default:
-    ``stage``); ``launcher`` is how Python runs the server: by default the course's launcher
-    ``-m serving.serve``, as ``python3 tasks.py serve`` runs every stage (uvicorn with the
-    hardened HTTP protocol, exit 0 after a complete drain); ``("-m", "uvicorn")`` runs plain
-    uvicorn, and ``loadtest.profile`` puts pyinstrument in front. ``cpu=None`` leaves the
+    Use as a context manager, or call :meth:`start` and :meth:`stop` (a notebook's way). ``env``
+    adds environment variables (``INFERENCE_MODEL_DIR``, ``INFERENCE_MAX_BATCH_WAIT_MS`` ...). The
+    server's output (stdout and stderr) goes to ``log_path`` (a temporary file by default), and its
+    JSON log file (``INFERENCE_LOG_PATH``, :attr:`request_log`) next to it, ``<log_path
+    stem>.requests.log``, unless ``env`` names one: a benchmark or a notebook never writes into the
+    student's ``logs/requests.log``. ``app_dir`` and ``app`` serve something else under the name
+    ``stage`` (a modified copy of a stage, the benchmark's reference app); ``label`` names it in
+    results (default: ``stage``); ``launcher`` is how Python runs the server: by default the
+    course's launcher ``-m serving.serve``, as ``python3 tasks.py serve`` runs every stage (uvicorn
+    with the hardened HTTP protocol, exit 0 after a complete drain); ``("-m", "uvicorn")`` runs
+    plain uvicorn, and ``loadtest.profile`` puts pyinstrument in front. ``cpu=None`` leaves the
     process unpinned (tests).
     """
 
@@ -114,6 +116,7 @@ class StageServer:
         self.cpu = cpu
         self.ready_timeout = ready_timeout
         self.proc: subprocess.Popen | None = None
+        self.request_log: Path | None = None
         self.paths: set[str] = set()
         self._log = None
 
@@ -139,11 +142,21 @@ class StageServer:
             self.log_path = Path(name)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = os.environ | {"PYTHONUNBUFFERED": "1"} | self.env
+        env = os.environ | {"PYTHONUNBUFFERED": "1"} | self.server_env()
         self.proc = subprocess.Popen(
             self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=self._log
         )
         return self
+
+    def server_env(self) -> dict[str, str]:
+        """``env``, with ``INFERENCE_LOG_PATH`` beside ``log_path`` unless ``env`` names one
+        (sets :attr:`request_log`). Not inherited from the caller's environment: a student's
+        ``INFERENCE_LOG_PATH`` is for their own server."""
+        if self.log_path is None:
+            raise RuntimeError("log_path is not known yet: spawn() chooses it")
+        default = self.log_path.with_suffix(".requests.log")
+        self.request_log = Path(self.env.get("INFERENCE_LOG_PATH") or default)
+        return self.env | {"INFERENCE_LOG_PATH": str(self.request_log)}
 
     def start(self) -> StageServer:
         """Start uvicorn and wait until the stage is ready; raise with its log if it is not."""

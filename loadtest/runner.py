@@ -12,8 +12,10 @@ Sections, in order (each can be left out, see :class:`loadtest.config.BenchConfi
 6. the model ceiling again at the end (reports keep the faster measurement).
 
 Every server is started by :class:`~loadtest.launcher.StageServer` and stopped by PID when
-its section ends; the tables are rewritten after each server, so an interrupted run keeps what
-it measured.
+its section ends; its output goes to ``server-<name>.log`` and its JSON log file to
+``server-<name>.requests.log`` in the run directory (both trimmed to their first and last
+lines), never to the student's ``logs/requests.log``. The tables are rewritten after each
+server, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -171,8 +173,29 @@ def run_sessions(
         finally:
             server.stop()
             trim_log(log_path)
+            trim_request_log(own_request_log(server))
         write_tables(run_dir, rows)
     return rows
+
+
+def own_request_log(server: StageServer) -> Path | None:
+    """The server's JSON log file when the launcher chose it (beside its output), else None: a
+    log the caller chose (``INFERENCE_LOG_PATH`` in the session's env, as notebook 06 does to
+    read it afterwards) is theirs and is left whole."""
+    if server.request_log is None or "INFERENCE_LOG_PATH" in server.env:
+        return None
+    return server.request_log
+
+
+def trim_request_log(path: Path | None) -> None:
+    """The server's JSON log file (``INFERENCE_LOG_PATH``, beside its output in the run
+    directory): its rotated parts removed, the rest trimmed like the output, which holds the
+    same lines (one per request: 49,000 in a quick run)."""
+    if path is None:
+        return
+    for rotated in path.parent.glob(f"{path.name}.*"):
+        rotated.unlink()
+    trim_log(path)
 
 
 def write_tables(run_dir: Path, rows: list[dict]) -> pd.DataFrame:

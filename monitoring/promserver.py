@@ -18,20 +18,7 @@ import httpx
 import pandas as pd
 
 from loadtest.launcher import free_port, stop_process
-from monitoring.prom import RULES_DIR, command, find_binary, install_help
-
-
-def prometheus_config(target: str) -> str:
-    """A Prometheus configuration (YAML) that scrapes ``target`` (host:port) as job inference
-    every second, with the course's rules (``monitoring/rules/*.yml``)."""
-    rules = sorted(str(p) for p in RULES_DIR.glob("*.yml"))
-    rule_lines = "".join(f"  - {r}\n" for r in rules)
-    return (
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files:\n{rule_lines}"
-        "scrape_configs:\n  - job_name: inference\n    static_configs:\n"
-        f'      - targets: ["{target}"]\n'
-    )
+from monitoring.prom import command, find_binary, install_help, prometheus_config
 
 
 class Prometheus:

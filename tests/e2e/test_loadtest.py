@@ -28,6 +28,7 @@ FIXTURE_RUN = ROOT / "tests" / "fixtures" / "bench_run"  # also read by tests/un
 
 
 def _run_bench(args: list[str], small_model_dir: Path, tmp_path: Path) -> Path:
+    # Stands for the student's own log (logs/requests.log): the servers must not write there.
     env = os.environ | {"INFERENCE_LOG_PATH": str(tmp_path / "requests.log")}
     out = tmp_path / "results"
     cmd = [sys.executable, "-m", "loadtest.bench", "--quick", "--profiles", "short"]
@@ -38,6 +39,7 @@ def _run_bench(args: list[str], small_model_dir: Path, tmp_path: Path) -> Path:
     (run_dir,) = out.iterdir()
     assert run_dir.name.startswith("quick-")
     assert "ladder: 1 user" in done.stdout  # progress is shown
+    assert not (tmp_path / "requests.log").exists()  # 49,000 lines there after a quick run
     return run_dir
 
 
@@ -82,6 +84,9 @@ def test_quick_run_against_the_final_stage(small_model_dir: Path, tmp_path: Path
     assert (ceiling["texts_per_s_p50"] > 0).all()
     assert (run_dir / "report.md").read_text().startswith("# Benchmark run")
     assert (tmp_path / "plots" / "throughput_vs_users.png").is_file()
+    log = (run_dir / "server-batched.requests.log").read_text().splitlines()  # trimmed
+    assert '"model_loaded"' in log[0] or '"model_loaded"' in "".join(log[:5])
+    assert '"shutdown"' in log[-1] and any(" lines skipped ..." in line for line in log)
 
 
 @pytest.mark.skipif(

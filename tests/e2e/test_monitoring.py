@@ -68,29 +68,41 @@ def test_every_alert_has_a_unit_test_that_fires_it():
 
 
 def test_monitor_command_runs_prometheus_and_stops_cleanly_on_sigterm(tmp_path):
+    """`monitor --port P` scrapes the server on P (it used to scrape 8000 whatever it was told)
+    and prints the pages of this Prometheus build (Debian's 2.42: /classic/alerts)."""
     need("prometheus")
-    port = free_port()
+    port, server_port = free_port(), free_port()
     listen, data = f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={tmp_path}"
     proc = subprocess.Popen(
-        [sys.executable, "tasks.py", "monitor", listen, data],
+        [sys.executable, "tasks.py", "monitor", "--port", str(server_port), listen, data],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "Prometheus not ready in 30 s"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        lines = []
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:  # bounded: the pages are printed once it is ready, or it exits
+            lines.append(line.rstrip())
+            if line.startswith("  targets: ") or time.monotonic() > deadline:
+                break
+        out = "\n".join(lines)
+        assert f"Prometheus scrapes 127.0.0.1:{server_port} every second" in out, out
+        pages = dict(x.strip().split(": ", 1) for x in lines if x.startswith("  "))
+        assert set(pages) == {"graph", "alerts", "targets"}, out
+        for url in pages.values():  # each printed page is there, not a redirect or a 404
+            assert url.startswith(f"http://127.0.0.1:{port}/")
+            assert httpx.get(url, timeout=5).status_code == 200, url
         rules = httpx.get(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5).json()
         names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
         assert "InferenceTargetDown" in names and "job:http_requests:rate10s" in names
+        scraped, deadline = [], time.monotonic() + 20
+        while not scraped and time.monotonic() < deadline:  # discovered a moment after start
+            targets = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5).json()
+            scraped = [t["scrapeUrl"] for t in targets["data"]["activeTargets"]]
+            time.sleep(0.2)
+        assert scraped == [f"http://127.0.0.1:{server_port}/metrics"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     finally:

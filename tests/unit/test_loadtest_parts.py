@@ -229,3 +229,45 @@ def test_best_ceiling_keeps_the_least_disturbed_measurement() -> None:
     assert best.to_dict() == {
         ("short", 1): 1000.0, ("short", 32): 9000.0, ("long", 1): 400.0, ("long", 32): 1000.0
     }  # fmt: skip
+
+
+def test_a_stage_server_logs_beside_its_output_not_into_the_students_logs(tmp_path, monkeypatch):
+    """The benchmark's servers used to write their JSON log to logs/requests.log."""
+    monkeypatch.setenv("INFERENCE_LOG_PATH", "logs/requests.log")  # the student's: not inherited
+    server = bench.StageServer("batched", log_path=tmp_path / "server-batched.log")
+    assert server.server_env()["INFERENCE_LOG_PATH"] == str(
+        tmp_path / "server-batched.requests.log"
+    )
+    assert server.request_log == tmp_path / "server-batched.requests.log"
+    chosen = tmp_path / "mine.log"
+    server = bench.StageServer(
+        "batched", env={"INFERENCE_LOG_PATH": str(chosen)}, log_path=tmp_path / "out.log"
+    )
+    assert server.server_env()["INFERENCE_LOG_PATH"] == str(chosen)  # a caller's choice stays
+
+
+def test_a_benchmark_keeps_the_ends_of_each_request_log(tmp_path):
+    from loadtest.runner import trim_request_log
+
+    log = tmp_path / "server-batched.requests.log"
+    log.write_text("".join(f"line {i}\n" for i in range(1000)))
+    (tmp_path / "server-batched.requests.log.1").write_text("rotated\n")
+    trim_request_log(log)
+    lines = log.read_text().splitlines()
+    assert lines[0] == "line 0" and lines[-1] == "line 999" and len(lines) == 81
+    assert [p.name for p in tmp_path.iterdir()] == [log.name]
+    trim_request_log(None)  # a server that never started
+
+
+def test_a_log_the_caller_chose_is_not_trimmed(tmp_path):
+    """Notebook 06 reads the log of its wait sweep (INFERENCE_LOG_PATH in env) afterwards."""
+    from loadtest.runner import own_request_log
+
+    ours = bench.StageServer("batched", log_path=tmp_path / "server-batched.log")
+    ours.server_env()
+    assert own_request_log(ours) == tmp_path / "server-batched.requests.log"
+    env = {"INFERENCE_LOG_PATH": str(tmp_path / "requests.log")}
+    theirs = bench.StageServer("batched", env=env, log_path=tmp_path / "server-batched.log")
+    theirs.server_env()
+    assert own_request_log(theirs) is None
+    assert own_request_log(bench.StageServer("batched")) is None  # never started

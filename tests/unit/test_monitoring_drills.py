@@ -24,6 +24,39 @@ def test_prometheus_config_scrapes_the_server_every_second_with_the_rules():
     assert str(prom.RULES_DIR / "recording.yml") in text
 
 
+def test_the_generated_config_is_the_committed_one_for_the_default_target(tmp_path):
+    """`tasks.py monitor` writes its config for the target it is given; for the default one it
+    says what monitoring/prometheus.yml says (promtool checks that file)."""
+    committed = yaml.safe_load(prom.CONFIG.read_text())
+    committed["rule_files"] = sorted(
+        str(p) for pattern in committed["rule_files"] for p in prom.MONITORING.glob(pattern)
+    )
+    written = prom.write_config(data_dir=tmp_path / "data")
+    assert written == tmp_path / "data" / "prometheus.yml"
+    assert yaml.safe_load(written.read_text()) == committed
+    other = yaml.safe_load(prom.write_config("10.0.0.7:8001", tmp_path / "data").read_text())
+    assert other["scrape_configs"][0]["static_configs"] == [{"targets": ["10.0.0.7:8001"]}]
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:8001", "[::1]:8000", "inference:8000"])
+def test_a_target_is_host_and_port(text):
+    assert prom.parse_target(text) == text
+
+
+@pytest.mark.parametrize("text", ["8001", ":8001", "host:", "host:http", "host:70000", "host:0"])
+def test_a_target_that_is_not_host_and_port_is_refused(text):
+    with pytest.raises(ValueError, match="is not HOST:PORT"):
+        prom.parse_target(text)
+
+
+def test_flag_value_reads_both_spellings():
+    assert prom.flag_value(["--web.listen-address=127.0.0.1:9191"], "--web.listen-address") == (
+        "127.0.0.1:9191"
+    )
+    assert prom.flag_value(["--web.listen-address", ":9191"], "--web.listen-address") == ":9191"
+    assert prom.flag_value(["--log.level=debug"], "--web.listen-address") is None
+
+
 def test_heavy_batch_is_the_largest_request_the_default_limits_accept():
     settings = Settings()
     _, batch_request = request_models(settings.max_text_chars, settings.max_batch_items)
