@@ -21,7 +21,9 @@ Exit codes (one worker):
 * ``3``: the server never started (uvicorn's own start-up failure code); a bad setting exits
   ``1`` with the message naming the variable, as under plain uvicorn;
 * ``4``: the drain timed out (``INFERENCE_DRAIN_TIMEOUT_S``): some accepted texts were refused
-  with 503 instead of being run.
+  with 503 instead of being run, or a client that never read its answers was still connected
+  at the drain deadline and its connection was closed by force (``connections_closed_by_force``
+  in the ``shutdown`` line).
 
 Plain ``uvicorn inference_server:app`` runs the same app and drains the same way, but exits
 143 on SIGTERM: uvicorn re-raises the signal after its graceful shutdown, the Unix convention

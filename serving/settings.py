@@ -67,7 +67,10 @@ class Settings(BaseSettings):
         60.0, gt=0, le=3600, description="Longest wait for a complete request body; then 408."
     )
     max_connections: int = Field(
-        512, ge=1, description="Most open connections; beyond it new ones get 503 and close."
+        512,
+        ge=1,
+        description="Most open connections; at the cap the one waiting longest for a head "
+        "makes room, and only when every one is busy does a new one get 503 and close.",
     )
     docs: bool = Field(False, description="Serve /docs and /redoc (their scripts come from a CDN).")
     scorer: Literal["direct", "sklearn"] = Field(
