@@ -54,7 +54,7 @@ DEFAULT_STAGE = FINAL_STAGE
 READY_PATH = "/ready"
 EXIT_NOT_STARTED = 3  # as python -m serving.serve: the server never started (the port is taken)
 # Measured from a fresh clone (README "Quick start" gives the figures and how they were taken).
-FULL_SUITE_ESTIMATE = "8 to 13 minutes on 2 cores (notebooks and load tests most of it)"
+FULL_SUITE_ESTIMATE = "11 to 17 minutes on 2 cores (notebooks and load tests most of it)"
 
 
 def run(*cmd: str | Path, **kw) -> None:
