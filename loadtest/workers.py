@@ -1,9 +1,11 @@
 """One worker process or several: throughput and server CPU per request of the final stage.
 
-``python -m loadtest.workers`` starts the final stage with the container's command
-(``python -m serving.multiprocess uvicorn inference_server:app --workers N``) for each N in
-``--workers`` (default 1 and 2), waits until every worker has loaded the model, runs headless
-locust in a closed loop (``--users`` users, ``--duration`` seconds, ``POST /predict``), and reports:
+``python -m loadtest.workers`` starts the final stage with plain uvicorn's multi-worker command
+(``python -m serving.multiprocess uvicorn inference_server:app --workers N``; the container image
+ran it until it switched to the launcher, and lesson 6's figures were measured with it) for
+each N in ``--workers`` (default 1 and 2), waits until every worker has loaded the model, runs
+headless locust in a closed loop (``--users`` users, ``--duration`` seconds, ``POST /predict``),
+and reports:
 
 - ``rps``, ``p50_ms``, ``p99_ms``: from locust (exact percentiles, see loadtest/latency.py);
 - ``server_cpu_s``, ``cpu_ms_per_req``: CPU seconds (user + system) of the server's whole
