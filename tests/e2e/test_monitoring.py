@@ -3,7 +3,6 @@ on a healthy server under ordinary load (a real server, a real Prometheus)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from missing_tool import missing_tool
 
 from loadtest.launcher import StageServer, free_port
 from monitoring import drills
@@ -26,10 +26,7 @@ def need(binary: str) -> str:
     which installs it (.ci/run)."""
     path = find_binary(binary)
     if path is None:
-        message = f"{binary} not installed (Debian: apt-get install prometheus)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + "; CI must install it")
-        pytest.skip(message)
+        missing_tool(f"{binary} not installed (Debian: apt-get install prometheus)")
     return path
 
 
