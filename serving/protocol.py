@@ -234,7 +234,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if in_head and not self.began_here:  # the whole read lies inside this head
                 self.head_bytes += len(data)
             if self.head_bytes > self.max_header_bytes:
-                self._head_too_large()
+                self._answer(*self._too_large("head"))
                 return
             if self.read_timer is None:
                 self._arm(self.header_timeout_s)
@@ -242,7 +242,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if in_trailer and self.after_chunk_header and not self.body_progress:
                 self.trailer_bytes += len(data)  # the whole read lies inside the trailer section
                 if self.trailer_bytes > self.max_header_bytes:
-                    self._refuse_in_body(*self._trailer_too_large())
+                    self._refuse_in_body(*self._too_large("trailer"))
                     return
             if self.read_timer is None:
                 self._arm(self.body_timeout_s)
@@ -277,7 +277,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.began_here_trailer:
             self.trailer_bytes += size
         if max(self.trailer_fields + 2, self.trailer_bytes) > self.max_header_bytes:
-            self.refusal = self._trailer_too_large()
+            self.refusal = self._too_large("trailer")
             raise _RefusedError
 
     def on_headers_complete(self) -> None:
@@ -290,7 +290,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             size = len(self.parser.get_method()) + len(self.url) + REQUEST_LINE_EXTRA
             size += sum(len(name) + len(value) + 4 for name, value in self.headers)
             if size > self.max_header_bytes:
-                self.refusal = self._head_too_large_answer()
+                self.refusal = self._too_large("head")
                 raise _RefusedError  # stops the parser; data_received answers 431
         self.phase = BODY
         self.waiting_since = None
@@ -370,16 +370,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 limits.observer.event("body_timeout")
             self.transport.close()
 
-    def _head_too_large_answer(self) -> tuple[int, str, str]:
-        detail = f"request head is larger than the limit of {self.max_header_bytes} bytes"
+    def _too_large(self, part: str) -> tuple[int, str, str]:
+        """The 431 for a request ``part`` (head or trailer) over the head limit."""
+        detail = f"request {part} is larger than the limit of {self.max_header_bytes} bytes"
         return 431, detail, "header_too_large"
-
-    def _trailer_too_large(self) -> tuple[int, str, str]:
-        detail = f"request trailer is larger than the limit of {self.max_header_bytes} bytes"
-        return 431, detail, "header_too_large"
-
-    def _head_too_large(self) -> None:
-        self._answer(*self._head_too_large_answer())
 
     def _bad_request(self) -> None:
         refusal, self.refusal = self.refusal, None
@@ -476,6 +470,10 @@ class _QuietTransport:
         """Write, unless the transport is already closed or closing."""
         if not self._transport.is_closing():
             self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        """As the transport's (asked on every request: no ``__getattr__`` on that path)."""
+        return self._transport.is_closing()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
