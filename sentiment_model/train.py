@@ -32,7 +32,7 @@ PARAM_GRID = {
     "token_pattern": [r"(?u)\b\w\w+\b", TOKENS_WITH_PUNCT],
     "C": [4.0, 8.0, 16.0],
 }
-# The winner of that search (see notebooks/01_train_model.ipynb).
+# The winner of that search (see notebooks/00a_train_model.ipynb).
 DEFAULT_PARAMS = {"token_pattern": TOKENS_WITH_PUNCT, "C": 8.0}
 
 

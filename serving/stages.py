@@ -25,24 +25,24 @@ _NB = "notebooks/"
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("naive", "lessons/01_naive", "lessons/01_naive", (f"{_NB}03_naive_server.ipynb",)),
+        Stage("naive", "lessons/01_naive", "lessons/01_naive", (f"{_NB}01_naive_server.ipynb",)),
         Stage(
             "validated",
             "lessons/02_validated",
             "lessons/02_validated",
-            (f"{_NB}04_validated_server.ipynb",),
+            (f"{_NB}02_validated_server.ipynb",),
         ),
         Stage(
             "metrics",
             "lessons/03_metrics",
             "lessons/03_metrics",
-            (f"{_NB}05_metrics_and_logs.ipynb",),
+            (f"{_NB}03_metrics_and_logs.ipynb",),
         ),
         Stage(
             "batched",
             ".",
             "lessons/04_batched",
-            (f"{_NB}06_batched_server.ipynb", f"{_NB}07_compare_stages.ipynb"),
+            (f"{_NB}04_batched_server.ipynb", f"{_NB}07_compare_stages.ipynb"),
         ),
     )
 }
