@@ -1,6 +1,6 @@
 """Failure drills: a real Prometheus next to a real server, faults injected from outside.
 
-Notebook 08 (``notebooks/08_debugging.ipynb``) drives these pieces; lesson 05 explains them::
+Notebook 08 (``notebooks/08_debugging.ipynb``) drives these pieces; lesson 08 explains them::
 
     from loadtest.launcher import StageServer
     from monitoring import drills
@@ -61,7 +61,7 @@ __all__ = [
 
 
 def read_log(path: Path | str) -> pd.DataFrame:
-    """The server's JSON log, one row per line (as in notebook 05), rotated files included
+    """The server's JSON log, one row per line (as in notebook 03), rotated files included
     (``requests.log.2``, ``requests.log.1``, then ``requests.log``: oldest first)."""
     path = Path(path)
     backups = [p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()]

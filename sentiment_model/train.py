@@ -25,7 +25,7 @@ MODEL_NAME = "sentiment"
 # Keeps one-character tokens and "!" / "?": they carry sentiment in short sentences.
 TOKENS_WITH_PUNCT = r"(?u)\b\w+\b|[!?]"
 
-# The search notebook 01 runs: 2 x 3 = 6 fits of ~15 s each, chosen on the validation split
+# The search notebook 00a runs: 2 x 3 = 6 fits of ~15 s each, chosen on the validation split
 # by the mean of the per-source accuracies (so the 8,530 short sentences count as much as the
 # 25,000 long reviews).
 PARAM_GRID = {

@@ -27,7 +27,7 @@ Exit codes (one worker):
 
 Plain ``uvicorn inference_server:app`` runs the same app and drains the same way, but exits
 143 on SIGTERM: uvicorn re-raises the signal after its graceful shutdown, the Unix convention
-for "stopped because it was told to" (lessons/04_batched/README.md). Here a second signal
+for "stopped because it was told to" (lessons/05_lifecycle/README.md). Here a second signal
 during the drain is ignored (logged), where uvicorn would stop waiting for open requests;
 the drain is bounded anyway, by the request and drain timeouts. (The final stage installs its
 own handler in front, ``serving.shutdown.ShutdownSignals``: it takes the second signal itself,
