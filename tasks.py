@@ -53,7 +53,7 @@ DEFAULT_STAGE = FINAL_STAGE
 # does not poll it (each poll would be a line of the student's access log): see wait_until_ready.
 READY_PATH = "/ready"
 EXIT_NOT_STARTED = 3  # as python -m serving.serve: the server never started (the port is taken)
-# Measured from a fresh clone (README "Quick start" gives the figures and how they were taken).
+# Measured from a fresh clone (lessons/setup.md, "How long set-up takes", gives the figures).
 FULL_SUITE_ESTIMATE = "11 to 17 minutes on 2 cores (notebooks and load tests most of it)"
 
 
