@@ -14,7 +14,9 @@ in a result file::
       tolerance: 0.01                   # absolute, in the units of value
 
 :func:`check_claim` returns the list of what is wrong with one entry (empty when the doc, the
-text, the figure and the source agree); ``tests/unit/test_claims.py`` runs it on every entry.
+text, the figure and the source agree); ``tests/unit/test_claims.py`` runs it on every entry;
+``python -m loadtest.claims`` prints every entry's computed value and verdict (a quick check
+while writing prose).
 
 Rules, in the order they are checked:
 
@@ -30,10 +32,12 @@ Rules, in the order they are checked:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +248,28 @@ def _json_value(path: Path, source: str, field: str) -> float:
     if not _is_number(node):
         raise ClaimError(f"{source}: {field} = {node!r} is not a number")
     return float(node)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Check every claim of a claims file; print one line each; exit 1 if any fails."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("claims", nargs="?", type=Path, default=CLAIMS_FILE)
+    args = parser.parse_args(argv)
+    failed = 0
+    for entry in load_claims(args.claims):
+        problems = check_claim(entry)
+        try:
+            computed = f"{claimed_source_value(REPO, entry):.6g}"
+        except (ClaimError, KeyError, TypeError, ValueError):
+            computed = "?"
+        verdict = "FAIL" if problems else "ok"
+        print(f"{verdict:4s} {claim_id(entry)} (source gives {computed})")
+        for problem in problems:
+            print(f"     {problem}")
+        failed += bool(problems)
+    print(f"{failed} of {len(load_claims(args.claims))} claims fail")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

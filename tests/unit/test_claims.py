@@ -21,6 +21,7 @@ from loadtest.claims import (
     entry_problems,
     figure_in_text,
     load_claims,
+    main,
     numbers_in,
 )
 
@@ -158,3 +159,16 @@ def test_entry_problems_names_missing_and_unknown_keys() -> None:
     assert "missing key 'field'" in problems
     assert "unknown key 'colour'" in problems
     assert "'value' must be a number, got 'x'" in problems
+
+
+def test_command_line_reports_each_claim(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main([str(CLAIMS_FILE)]) == 0
+    assert f"0 of {len(CLAIMS)} claims fail" in capsys.readouterr().out
+    wrong = tmp_path / "claims.yaml"
+    wrong.write_text(
+        '- {doc: README.md, text: "no such sentence 1.5", value: 1.5,\n'
+        "   source: benchmarks/results/onnx/onnx_attempt.json, field: test_texts, tolerance: 0}\n"
+    )
+    assert main([str(wrong)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL README.md: no such sentence 1.5" in out and "1 of 1 claims fail" in out
