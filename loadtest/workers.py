@@ -48,6 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtest.launcher import StageServer, stop_process
 from loadtest.promtext import histogram_mean
 from loadtest.steps import LOCUSTFILE, ensure_payload_file
+from serving.stages import FINAL_STAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "benchmarks" / "results" / "workers"
@@ -111,7 +112,7 @@ def run_one(workers: int, users: int, duration: float, profile: str, raw_dir: Pa
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")])),
     }
     launcher = ("-m", "serving.multiprocess", "uvicorn", "--workers", str(workers))
-    server = StageServer("batched", env=env, cpu=None, launcher=launcher, log_path=work / "out")
+    server = StageServer(FINAL_STAGE, env=env, cpu=None, launcher=launcher, log_path=work / "out")
     payloads = ensure_payload_file(raw_dir)
     prefix = raw_dir / f"workers{workers}_{profile}_u{users}"
     with server:
