@@ -184,7 +184,7 @@ def run_sessions(
 
 def own_request_log(server: StageServer) -> Path | None:
     """The server's JSON log file when the launcher chose it (beside its output), else None: a
-    log the caller chose (``INFERENCE_LOG_PATH`` in the session's env, as notebook 06 does to
+    log the caller chose (``INFERENCE_LOG_PATH`` in the session's env, as notebook 04 does to
     read it afterwards) is theirs and is left whole."""
     if server.request_log is None or "INFERENCE_LOG_PATH" in server.env:
         return None

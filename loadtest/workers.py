@@ -2,10 +2,10 @@
 
 ``python -m loadtest.workers`` starts the final stage with plain uvicorn's multi-worker command
 (``python -m serving.multiprocess uvicorn inference_server:app --workers N``; the container image
-ran it until it switched to the launcher, and lesson 6's figures were measured with it) for
-each N in ``--workers`` (default 1 and 2), waits until every worker has loaded the model, runs
-headless locust in a closed loop (``--users`` users, ``--duration`` seconds, ``POST /predict``),
-and reports:
+ran it until it switched to the launcher, and the figures of lessons/09_scale_out were measured
+with it) for each N in ``--workers`` (default 1 and 2), waits until every worker has loaded the
+model, runs headless locust in a closed loop (``--users`` users, ``--duration`` seconds, ``POST
+/predict``), and reports:
 
 - ``rps``, ``p50_ms``, ``p99_ms``: from locust (exact percentiles, see loadtest/latency.py);
 - ``server_cpu_s``, ``cpu_ms_per_req``: CPU seconds (user + system) of the server's whole
