@@ -1,8 +1,8 @@
 """Prometheus metrics of the server (seconds as the unit, ``_total`` counters, few labels).
 
 Each app gets its own :class:`Metrics` with its own registry, so two apps in one process (tests)
-never share or collide on counters. With several worker processes (``PROMETHEUS_MULTIPROC_DIR``
-set), the values live in shared files and /metrics sums the workers: see serving/multiprocess.py.
+never share or collide on counters. With several worker processes the values live in shared
+files and /metrics sums the workers: ``serving.multiprocess.WorkerMetrics`` (lessons/05).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from prometheus_client import (
     generate_latest,
 )
 
-from serving.multiprocess import metrics_dir, scrape_registry
-
 # 0.5 ms .. 10 s: the model answers in about a millisecond, timeouts are seconds.
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -36,9 +34,7 @@ REJECTION_REASONS = ("queue_full", "timeout", "not_ready")
 class Metrics:
     """All metrics of one app, registered in ``self.registry``."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        # enabled=False (INFERENCE_BENCH_OFF=metrics, benchmarks only): nothing is recorded.
-        self.enabled = enabled
+    def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=r
@@ -111,14 +107,11 @@ class Metrics:
 
     def set_model(self, version: str, sklearn_version: str) -> None:
         """Record which model is loaded."""
-        if metrics_dir() is None:  # several workers: each sets the same one series
-            self.model_info.clear()
+        self.model_info.clear()
         self.model_info.labels(version, sklearn_version).set(1)
 
     def observe_batch(self, size: int, duration: float, queue_waits: Iterable[float] = ()) -> None:
         """Record one model call."""
-        if not self.enabled:
-            return
         self.batch_size.observe(size)
         self.batch_duration.observe(duration)
         for wait in queue_waits:
@@ -140,12 +133,14 @@ class Metrics:
 
     def count_labels(self, labels: Iterable[str]) -> None:
         """Count returned predictions by label."""
-        if not self.enabled:
-            return
         for label in labels:
             self.child(self.predictions, label).inc()
 
     def response(self) -> Response:
         """The registry in Prometheus text format, for GET /metrics."""
-        registry = scrape_registry(self.registry)  # every worker's files in multiprocess mode
+        return self.scrape(self.registry)
+
+    @staticmethod
+    def scrape(registry: CollectorRegistry) -> Response:
+        """``registry`` in Prometheus text format."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -24,6 +24,7 @@ from multiworker import json_lines
 
 from loadtest.launcher import StageServer
 from loadtest.rawhttp import request_bytes
+from serving.stages import FINAL_STAGE
 
 pytestmark = pytest.mark.slow
 PROTOCOL = ("-m", "uvicorn", "--http", "serving.protocol:LimitedHttpToolsProtocol")
@@ -37,7 +38,7 @@ def start(tmp_path: Path, launcher: tuple[str, ...], name: str, **env: object) -
     log_dir.mkdir()
     settings = {"LOG_PATH": log_dir / "requests.log"} | env
     full_env = {f"INFERENCE_{k}": str(v) for k, v in settings.items()}
-    server = StageServer("batched", env=full_env, cpu=None, launcher=launcher)
+    server = StageServer(FINAL_STAGE, env=full_env, cpu=None, launcher=launcher)
     server.log_path = log_dir / "server.out"
     return server.start()
 
