@@ -174,7 +174,7 @@ def start_stage(stage_modules, monkeypatch, tmp_path: Path, small_model_dir: Pat
     """Start any stage in-process with its own settings and model loader.
 
     ``with start_stage("metrics", max_body_bytes=2048) as client: ...`` runs the app's lifespan
-    (model loaded; for the stages with readiness, /ready == 200) and stops it at the end of the block;
+    (model loaded; from the batched stage on, /ready == 200) and stops it at the end of the block;
     ``start_stage.app("fast", load_model=gate.load)`` builds an app without starting it.
     Defaults: the small model, and the JSON log in ``tmp_path / "requests.log"``.
     """

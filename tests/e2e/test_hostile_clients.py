@@ -37,7 +37,7 @@ def start(tmp_path: Path, launcher: tuple[str, ...], name: str, **env: object) -
     log_dir.mkdir()
     settings = {"LOG_PATH": log_dir / "requests.log"} | env
     full_env = {f"INFERENCE_{k}": str(v) for k, v in settings.items()}
-    server = StageServer("batched", env=full_env, cpu=None, launcher=launcher)
+    server = StageServer("fast", env=full_env, cpu=None, launcher=launcher)
     server.log_path = log_dir / "server.out"
     return server.start()
 
