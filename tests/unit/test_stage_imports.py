@@ -6,7 +6,8 @@ lists the in-repo modules it loaded (``sentiment_model.*``, ``serving.*``). The 
 ``Stage.teaches`` in serving/stages.py: a stage may load what its lesson or an earlier one
 teaches and nothing else, and it must load every module its own lesson teaches.
 
-The interpreters run side by side (one per stage), so the whole check costs a few seconds.
+One interpreter loads the third-party libraries once and forks a child per stage, so the whole
+check costs a few seconds.
 """
 
 from __future__ import annotations
@@ -42,51 +43,77 @@ KNOWN_EARLY: dict[str, dict[str, str]] = {
     stage: {module: _WHY[module] for module in modules} for stage, modules in _EARLY.items()
 }
 
-# Run in a fresh interpreter: import the stage file, start its app, predict once, list modules.
+# One interpreter imports the third-party libraries once (no in-repo module), then forks a child
+# per stage: each child imports the stage file, starts its app, predicts once and prints the
+# in-repo modules it has loaded. Without os.fork (Windows) each stage gets an interpreter.
 PROBE = r"""
-import importlib.util, json, sys, time
-from fastapi.testclient import TestClient
+import importlib.util, json, os, sys, time
 
-spec = importlib.util.spec_from_file_location("stage_under_test", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-with TestClient(module.app) as client:
-    paths = {route.path for route in module.app.routes}
-    deadline = time.monotonic() + 60
-    while "/ready" in paths and client.get("/ready").status_code != 200:
-        assert time.monotonic() < deadline, "not ready"
-        time.sleep(0.02)
-    assert client.post("/predict", json={"text": "a fine film"}).status_code == 200
-in_repo = [n for n in sys.modules if n.split(".")[0] in ("serving", "sentiment_model")]
-print(json.dumps(sorted(in_repo)))
+import fastapi.testclient, numpy, prometheus_client, pydantic_settings, skops.io, sklearn.pipeline
+
+
+def probe(name, path):
+    os.environ["INFERENCE_LOG_PATH"] = os.path.join(sys.argv[1], f"{name}.log")
+    spec = importlib.util.spec_from_file_location("stage_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with fastapi.testclient.TestClient(module.app) as client:
+        paths = {route.path for route in module.app.routes}
+        deadline = time.monotonic() + 60
+        while "/ready" in paths and client.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, "not ready"
+            time.sleep(0.02)
+        assert client.post("/predict", json={"text": "a fine film"}).status_code == 200
+    in_repo = [n for n in sys.modules if n.split(".")[0] in ("serving", "sentiment_model")]
+    print(name, json.dumps(sorted(in_repo)), flush=True)
+
+
+assert not [n for n in sys.modules if n.split(".")[0] in ("serving", "sentiment_model")]
+for arg in sys.argv[2:]:
+    name, path = arg.split("=", 1)
+    if not hasattr(os, "fork"):  # Windows: the test passes one stage per interpreter
+        probe(name, path)
+        continue
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            probe(name, path)
+            code = 0
+        finally:
+            os._exit(code)  # the traceback, if any, is already on stderr
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, f"{name}: the probe failed"
 """
+
+
+def _probe(args: list[str], env: dict[str, str]) -> dict[str, set[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line.split(" ", 1) for line in done.stdout.splitlines()]  # and the apps' log lines
+    return {line[0]: set(json.loads(line[1])) for line in lines if line[0] in STAGES}
 
 
 @pytest.fixture(scope="module")
 def loaded(small_model_dir: Path, tmp_path_factory) -> dict[str, set[str]]:
     """Stage name -> the in-repo modules its running server had loaded."""
-    scratch = tmp_path_factory.mktemp("imports")
-    procs = {}
-    for name, stage in STAGES.items():
-        env = os.environ | {
-            "INFERENCE_MODEL_DIR": str(small_model_dir),
-            "INFERENCE_LOG_PATH": str(scratch / f"{name}.log"),
-        }
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        path = ROOT / stage.app_dir / stage.app.split(":")[0].replace(".", "/")
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-c", PROBE, f"{path}.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    result = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, f"{name}: {err[-2000:]}"
-        result[name] = set(json.loads(out.strip().splitlines()[-1]))
+    env = os.environ | {"INFERENCE_MODEL_DIR": str(small_model_dir), "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    scratch = str(tmp_path_factory.mktemp("imports"))
+    args = [
+        f"{name}={ROOT / stage.app_dir / stage.app.split(':')[0].replace('.', '/')}.py"
+        for name, stage in STAGES.items()
+    ]
+    if hasattr(os, "fork"):
+        result = _probe([scratch, *args], env)
+    else:
+        result = {}
+        for arg in args:
+            result |= _probe([scratch, arg], env)
+    assert set(result) == set(STAGES), result
     return result
 
 
