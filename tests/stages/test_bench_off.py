@@ -11,7 +11,7 @@ from serving.logs import flush_logs
 
 def run(start_stage, log_path: Path, off: str):
     """Start the final stage with ``BENCH_OFF=off``, send a few requests, stop it."""
-    with start_stage("batched", log_path=log_path, BENCH_OFF=off) as client:
+    with start_stage("fast", log_path=log_path, BENCH_OFF=off) as client:
         single = client.post("/predict", json={"text": "A wonderful film."})
         batch = client.post("/predict/batch", json={"texts": ["Dull.", "Great!"]})
         bad = client.post("/predict", json={"text": ""})
@@ -40,4 +40,4 @@ def test_each_layer_switches_off_alone(start_stage, tmp_path, off):
 
 def test_unknown_layer_stops_start_up(start_stage, tmp_path):
     with pytest.raises(SystemExit, match="INFERENCE_BENCH_OFF"):
-        start_stage.app("batched", BENCH_OFF="metrics,gc", LOG_PATH=tmp_path / "r.log")
+        start_stage.app("fast", BENCH_OFF="metrics,gc", LOG_PATH=tmp_path / "r.log")
