@@ -1,5 +1,5 @@
-"""Stage 4, batched (final): the metrics server plus dynamic batching, back-pressure, timeouts,
-readiness and graceful shutdown. lessons/04_batched/README.md walks through it.
+"""Stage 7, fast (final): the hardened server plus what makes it fast: background logging and
+the direct scorer. lessons/07_fast/README.md walks through it.
 
 Run from the repository root:
     uvicorn inference_server:app --host 127.0.0.1 --port 8000
@@ -15,13 +15,17 @@ from fastapi.responses import Response
 
 from sentiment_model import ModelLoadError, Prediction, load_model
 from sentiment_model.data import clean_text
-from serving.asgi import BodyLimitMiddleware, ObservabilityMiddleware
-from serving.batcher import BatchStats, DynamicBatcher, InlineBatcher
+from serving.batcher import BatchStats, DynamicBatcher
 from serving.context import RequestCtx
 from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers, without_paths
-from serving.jsonbody import CheckedJSONRoute
-from serving.limits import connections_closed_by_force, install_limits
+from serving.jsonbody import CheckedJSONRoute, body_limits
+from serving.limits import (
+    RouteBodyLimitMiddleware,
+    WireObservabilityMiddleware,
+    connections_closed_by_force,
+    install_limits,
+)
 from serving.logs import configure_logging, flush_logs, prediction_fields
 from serving.metrics import Metrics
 from serving.multiprocess import mark_worker_exit, several_workers, worker_log_path
@@ -33,7 +37,6 @@ from serving.schemas import (
     LabelScore,
     PredictResponse,
     ReadyResponse,
-    body_limits,
     json_response,
     request_models,
 )
@@ -58,7 +61,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     # --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -------
     settings = settings or load_settings()
     PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
-    metrics = Metrics(enabled="metrics" not in settings.bench_off)
+    metrics = Metrics()
     log = configure_logging(  # one file per worker; lines written off the event loop
         worker_log_path(settings.log_path),
         settings.log_level,
@@ -73,7 +76,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         started = time.perf_counter()
         try:
             model = await asyncio.to_thread(load_model, settings.model_dir)
-            # Score from the fitted arrays, checked against scikit-learn here (lesson 04).
+            # Score from the fitted arrays, checked against scikit-learn here (lessons/07_fast).
             await asyncio.to_thread(model.use_scorer, settings.scorer, log)
             # The model is hundreds of thousands of long-lived objects (its vocabulary). Move
             # them out of the collector's reach, or every full collection walks them all: a
@@ -93,9 +96,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             # Runs in the batcher's worker thread: cleaning 64 long texts is CPU work too.
             return model.predict([clean_text(text) for text in texts])
 
-        # INFERENCE_BENCH_OFF=batcher (benchmarks only) scores inline, to measure the hand-off.
-        Batcher = InlineBatcher if "batcher" in settings.bench_off else DynamicBatcher
-        batcher = Batcher(
+        batcher = DynamicBatcher(
             preprocess_and_predict,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_batch_wait_ms / 1000,
@@ -160,7 +161,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
 
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None}  # JS from a CDN
     app = FastAPI(
-        title="Sentiment inference server (stage 4: batched)",
+        title="Sentiment inference server (stage 7: fast)",
         lifespan=lifespan,
         # No redirect from /predict/ to /predict: Starlette builds its Location from the
         # request's Host header, so any client could make the server point elsewhere.
@@ -173,17 +174,13 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     # Each prediction route's body limit is what its largest valid request can need.
     predict_limit, batch_limit = body_limits(settings.max_text_chars, settings.max_batch_items)
     app.add_middleware(
-        BodyLimitMiddleware,
+        RouteBodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         route_limits={"/predict": predict_limit, "/predict/batch": batch_limit},
     )
     timeouts = install_limits(app, settings, metrics, log)  # slow clients: serving/limits.py
-    app.add_middleware(  # outermost
-        ObservabilityMiddleware,
-        metrics=metrics,
-        logger=log,
-        log_text=settings.log_text,
-        off=settings.bench_off,
+    app.add_middleware(  # outermost; counts and logs what the client actually received
+        WireObservabilityMiddleware, metrics=metrics, logger=log, log_text=settings.log_text
     )
     install_error_handlers(app)
     install_rejection_handler(app, metrics)  # full queue 503, timeout 504, not ready 503

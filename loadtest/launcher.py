@@ -69,6 +69,9 @@ def trim_log(path: Path, head: int = 40, tail: int = 40) -> None:
 
 
 COURSE_LAUNCHER = ("-m", "serving.serve")  # what `python3 tasks.py serve` runs
+# The final stage as the layers benchmark serves it (from the repository root): the only app
+# that reads INFERENCE_BENCH_OFF (loadtest/bench_app.py).
+BENCH_APP = "loadtest.bench_app:app"
 
 
 class StageServer:

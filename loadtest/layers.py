@@ -3,11 +3,12 @@
     python -m loadtest.layers                       # short texts, 64 connections, 3 rounds
     python -m loadtest.layers --profile long --seconds 3 --rounds 5
 
-Starts one final-stage server per configuration (``INFERENCE_BENCH_OFF``, a benchmark-only
-setting: ``metrics``, ``access_log``, ``request_id``, ``batcher``), each a real uvicorn process on
-127.0.0.1 pinned to CPU 0, all at once, and drives them in turn with a small closed-loop HTTP/1.1
-client (:func:`loadtest.rawhttp.closed_loop`: keep-alive, ``--connections`` connections,
-``POST /predict``, real test-split texts) pinned to CPU 1. Rounds are interleaved (every
+Starts one final-stage server per configuration (``INFERENCE_BENCH_OFF``, read only by the
+benchmark's own app ``loadtest/bench_app.py``: ``metrics``, ``access_log``, ``request_id``,
+``batcher``), each a real uvicorn process on 127.0.0.1 pinned to CPU 0, all at once, and
+drives them in turn with a small closed-loop HTTP/1.1 client
+(:func:`loadtest.rawhttp.closed_loop`: keep-alive, ``--connections`` connections, ``POST
+/predict``, real test-split texts) pinned to CPU 1. Rounds are interleaved (every
 configuration once per round, in a rotating order), so a neighbour that takes the CPU for a
 while disturbs every configuration alike; the table shows the median and the range over the
 rounds. With the server on one core and saturated, ``1e6 / req_s`` is the server's CPU time per
@@ -27,9 +28,10 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.launcher import CLIENT_CPU, StageServer
+from loadtest.launcher import BENCH_APP, CLIENT_CPU, StageServer
 from loadtest.rawhttp import closed_loop, predict_body, request_bytes
 from sentiment_model.throughput import pinned_to_cpu
+from serving.stages import FINAL_STAGE
 
 SATURATED_PCT = 80  # a step counts when both servers compared used >= 80 % of their core
 # name -> INFERENCE_BENCH_OFF. The first row is the final stage as shipped.
@@ -108,7 +110,11 @@ def measure_layers(
                 } | dict(env or {})
                 log(f"starting: {name} (INFERENCE_BENCH_OFF={off!r})")
                 servers[name] = StageServer(
-                    "batched", env=server_env, log_path=Path(tmp) / f"server-{i}.log"
+                    FINAL_STAGE,
+                    env=server_env,
+                    log_path=Path(tmp) / f"server-{i}.log",
+                    app_dir=".",
+                    app=BENCH_APP,
                 ).start()
             names = list(configs)
             with pinned_to_cpu(CLIENT_CPU):

@@ -8,7 +8,8 @@ Sections, in order (each can be left out, see :class:`loadtest.config.BenchConfi
    the final stage); the final stage's labels checked against sklearn on the whole test split;
 3. ``reference``: the FastAPI ceiling (``loadtest/reference_server.py``), ladder only;
 4. the wait sweep: the final stage once per ``INFERENCE_MAX_BATCH_WAIT_MS`` value;
-5. the layers: the final stage once per ``INFERENCE_BENCH_OFF`` value, one fixed-load step;
+5. the layers: the final stage once per ``INFERENCE_BENCH_OFF`` value, one fixed-load step
+   (served as ``loadtest/bench_app.py``, the only app that reads the variable);
 6. the model ceiling again at the end (reports keep the faster measurement).
 
 Every server is started by :class:`~loadtest.launcher.StageServer` and stopped by PID when
@@ -40,7 +41,7 @@ from loadtest.config import (
     new_run_dir,
     server_settings,
 )
-from loadtest.launcher import SERVER_CPU, StageServer, trim_log
+from loadtest.launcher import BENCH_APP, SERVER_CPU, StageServer, trim_log
 from loadtest.report import (
     REFERENCE,
     batch_rows,
@@ -117,6 +118,7 @@ def plan(config: BenchConfig, hooks: dict[str, Callable[[StageServer], None]]) -
             Session(label, SERVERS[label], env, stage_steps(label), n, hooks.get(label))
         )
     final = SERVERS[FINAL_STAGE]
+    bench = ServerSpec(FINAL_STAGE, FINAL_STAGE, app_dir=".", app=BENCH_APP)  # the layers' app
     with_final = FINAL_STAGE in config.stages  # the sweep and the layers are the final stage's
     for wait in config.sweep_ms if with_final else []:
         sweep = [
@@ -131,7 +133,7 @@ def plan(config: BenchConfig, hooks: dict[str, Callable[[StageServer], None]]) -
         step = Step("layers", config.layers_profile, config.layers_users)
         off_env = env | ({"INFERENCE_BENCH_OFF": off} if off else {})
         name = f"{FINAL_STAGE}-off-{off.replace(',', '+') or 'none'}"
-        sessions.append(Session(name, final, off_env, lambda _s, _r, st=step: [st], 1))
+        sessions.append(Session(name, bench, off_env, lambda _s, _r, st=step: [st], 1))
     return sessions
 
 

@@ -1,8 +1,12 @@
-"""Pure ASGI middleware: body-size limit, and request ids + metrics + access log + 500s.
+"""Pure ASGI middleware: body-size limit (stage 2), and request ids + metrics + access log +
+clean 500s (stage 3).
 
 Pure ASGI (a class with ``__call__(scope, receive, send)``) rather than Starlette's
 ``BaseHTTPMiddleware``: it adds one function call per request instead of an extra task and
 memory stream, and it never buffers the body. The benchmark measures this path.
+
+Later stages add to these classes by subclassing, not by switches in them: the hardened stage's
+route-sized body limits and the statuses only the connection knows live in serving/limits.py.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from serving.context import ABORTED, WIRE_STATUS, RequestContext, with_request_id
+from serving.context import RequestContext, with_request_id
 from serving.metrics import Metrics
 
 Scope = MutableMapping[str, Any]
@@ -72,28 +76,22 @@ class BodyLimitMiddleware:
     A declared ``Content-Length`` over the limit is refused before a single body byte is read.
     A chunked body (no length) is counted as it streams in and refused at the first chunk that
     crosses the limit, so at most ``max_body_bytes`` plus one chunk is ever held.
-
-    ``route_limits`` (path -> bytes) sizes the limit to what a route can need: a body that
-    could not hold a valid request is refused before it costs any parsing. The smaller of the
-    two applies; ``max_body_bytes`` stays the bound of every other path.
     """
 
-    def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, route_limits: dict[str, int] | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.route_limits = {
-            path: min(limit, max_body_bytes) for path, limit in (route_limits or {}).items()
-        }
+
+    def limit_for(self, path: str) -> tuple[int, str | None]:
+        """The limit of a request to ``path``, and the route a 413 names (None: the app's own
+        limit). The same for every path here; a subclass sizes it per route."""
+        return self.max_body_bytes, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        limit = self.route_limits.get(path, self.max_body_bytes)
-        named = path if path in self.route_limits else None  # the message names a route's limit
+        limit, named = self.limit_for(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -162,16 +160,13 @@ class ObservabilityMiddleware:
     add fields through its ``log`` dict (the ``RequestCtx`` dependency). The metric label
     ``route`` is the path template (``/predict``), never the raw path, so unknown URLs cannot
     blow up the label count.
+
+    A later stage subclasses it through two methods: :meth:`final_status` (the status counted
+    and logged) and :meth:`log_access` (the access-log line).
     """
 
     def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        metrics: Metrics,
-        logger: logging.Logger,
-        log_text: bool = True,
-        off: frozenset[str] = frozenset(),
+        self, app: ASGIApp, *, metrics: Metrics, logger: logging.Logger, log_text: bool = True
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -179,21 +174,16 @@ class ObservabilityMiddleware:
         # False: a trace keeps its frames and exception types, not their messages (which may
         # quote a review); the final stage passes INFERENCE_LOG_TEXT.
         self.log_text = log_text
-        # Benchmarks only (INFERENCE_BENCH_OFF): switch layers off to measure what each costs.
-        self.count = metrics.enabled and "metrics" not in off
-        self.access_log = "access_log" not in off
-        self.request_ids = "request_id" not in off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = request_id_from(scope) if self.request_ids else None
+        request_id = request_id_from(scope)
         context = RequestContext(request_id).attach(scope)
-        fields = context.log
-        id_headers = [] if request_id is None else [(b"x-request-id", request_id.encode())]
-        status: int | str = 500
+        id_header = (b"x-request-id", request_id.encode())
+        status = 500
         started = False
 
         async def send_with_id(message: Message) -> None:
@@ -201,57 +191,60 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                if id_headers:
-                    message["headers"] = [*message.get("headers", ()), *id_headers]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        if self.count:
-            self.metrics.in_progress.inc()
+        self.metrics.in_progress.inc()
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             status = 500
-            # The trace goes to the log; the client only learns the id to quote. An exception's
-            # message may quote the input (a review), so it is logged only with LOG_TEXT.
-            error = str(exc) if self.log_text else "(message not logged: INFERENCE_LOG_TEXT)"
-            fields.update(error_type=type(exc).__name__, error=error)
-            self.logger.error(
-                "unhandled_error",
-                exc_info=exc if self.log_text else None,
-                extra={
-                    "request_id": request_id,
-                    "path": clip_for_log(scope["path"], MAX_LOGGED_PATH_CHARS),
-                }
-                | ({} if self.log_text else {"trace": trace_without_messages(exc)}),
-            )
+            self.log_error(scope, request_id, exc, context.log)
             if started:  # too late for a clean answer; the server drops the connection
                 return
             body = with_request_id(scope, {"detail": "internal error"})
-            await send_json(send, 500, body, id_headers)
+            await send_json(send, 500, body, [id_header])
         finally:
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or route_of(scope, self.app)
-            wire = scope.get("state", {}).get(WIRE_STATUS)  # what the client got instead
-            if wire is not None:
-                status = wire
-            if self.count:
-                self.metrics.in_progress.dec()
-                method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
-                self.metrics.observe_request(method, route, str(status), elapsed)
-            if self.access_log:
-                self._log_access(scope, request_id, route, status, elapsed, fields)
+            final = self.final_status(scope, status)
+            self.metrics.in_progress.dec()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
+            self.metrics.observe_request(method, route, str(final), elapsed)
+            self.log_access(scope, request_id, route, final, elapsed, context.log)
 
-    def _log_access(
+    def final_status(self, scope: Scope, status: int) -> int | str:
+        """The status counted and logged: here the one the app sent. A subclass may name what
+        the client actually received instead (serving/limits.py)."""
+        return status
+
+    def log_error(self, scope: Scope, request_id: str, exc: Exception, fields: dict) -> None:
+        """Log an unhandled exception with its trace; note it in the access-log ``fields``.
+
+        The client only learns the id to quote. An exception's message may quote the input (a
+        review), so it is logged only with ``log_text``."""
+        error = str(exc) if self.log_text else "(message not logged: INFERENCE_LOG_TEXT)"
+        fields.update(error_type=type(exc).__name__, error=error)
+        self.logger.error(
+            "unhandled_error",
+            exc_info=exc if self.log_text else None,
+            extra={
+                "request_id": request_id,
+                "path": clip_for_log(scope["path"], MAX_LOGGED_PATH_CHARS),
+            }
+            | ({} if self.log_text else {"trace": trace_without_messages(exc)}),
+        )
+
+    def log_access(
         self,
         scope: Scope,
-        request_id: str | None,
+        request_id: str,
         route: str,
         status: int | str,
         elapsed: float,
         fields: dict,
     ) -> None:
-        """One access-log line; the logger formats and writes it (off the loop if configured).
-        ``status`` is "aborted" when the client left before an answer was sent."""
+        """One access-log line; the logger formats and writes it (off the loop if configured)."""
         log_request(
             self.logger,
             status,
@@ -266,11 +259,10 @@ class ObservabilityMiddleware:
         )
 
 
-def log_request(logger: logging.Logger, status: int | str, fields: dict[str, Any]) -> None:
-    """The access-log line of one answer, the middleware's and the protocol's own (through
-    ``serving.limits.WireObserver``): ``status`` is ``ABORTED`` when the client left before an
-    answer was sent, and the level says whose problem it was. The client-chosen path and
-    method are clipped (``path_chars`` then gives the path's full length)."""
+def log_request(logger: logging.Logger, status: int | str | None, fields: dict[str, Any]) -> None:
+    """The access-log line of one answer: ``status`` (None: no answer was sent), and a level
+    that says whose problem it was. The client-chosen path and method are clipped
+    (``path_chars`` then gives the path's full length)."""
     path = fields.get("path")
     if isinstance(path, str) and len(path) > MAX_LOGGED_PATH_CHARS:
         fields["path"] = clip_for_log(path, MAX_LOGGED_PATH_CHARS)
@@ -278,11 +270,7 @@ def log_request(logger: logging.Logger, status: int | str, fields: dict[str, Any
     method = fields.get("method")
     if isinstance(method, str):
         fields["method"] = clip_for_log(method, MAX_LOGGED_METHOD_CHARS)
-    if status == ABORTED:
-        fields["status"] = None
-        fields["aborted"] = True
-    else:
-        fields["status"] = status
+    fields["status"] = status
     logger.log(
         # 500 is a bug; 503/504 are the server protecting itself; 4xx are the caller's.
         logging.ERROR

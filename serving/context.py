@@ -14,17 +14,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 SCOPE_KEY = "inference.request_context"  # an extension key of the ASGI scope
-# scope["state"] key: what the client actually received when it differs from what the app sent
-# (an int status written by serving/protocol.py, or ABORTED when the client went away first).
-WIRE_STATUS = "wire_status"
-ABORTED = "aborted"
 
 
 @dataclass(slots=True)
 class RequestContext:
     """What one request carries from the middleware to the routes and error handlers."""
 
-    request_id: str | None  # None only with INFERENCE_BENCH_OFF=request_id (benchmarks)
+    request_id: str
     log: dict[str, Any] = field(default_factory=dict)  # extra fields of the access-log line
 
     def attach(self, scope: MutableMapping[str, Any]) -> RequestContext:
@@ -41,7 +37,7 @@ def context_of(scope: MutableMapping[str, Any]) -> RequestContext | None:
 def with_request_id(scope: MutableMapping[str, Any], body: dict) -> dict:
     """The one place an error body gets the request id (when the request has one)."""
     context = context_of(scope)
-    if context is None or context.request_id is None:
+    if context is None or not context.request_id:
         return body
     return body | {"request_id": context.request_id}
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from serving.context import ABORTED, WIRE_STATUS, context_of, with_request_id
+from serving.context import context_of, with_request_id
 from serving.jsonbody import BodyShapeError
 
 # Error bodies and log lines never echo the input: each problem is its location and pydantic's
@@ -67,7 +67,6 @@ def without_paths(message: str) -> str:
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """Like FastAPI's default, plus ``request_id``."""
     if isinstance(exc.__cause__, ClientDisconnect):  # nobody left to answer
-        request.scope.setdefault("state", {}).setdefault(WIRE_STATUS, ABORTED)
         return JSONResponse({"detail": "client disconnected"}, 400)
     if isinstance(exc, BodyShapeError) or (
         exc.status_code == 400 and isinstance(exc.__cause__, RecursionError)

@@ -9,6 +9,9 @@ than any request could need is refused (422) before ``json.loads`` sees it.
 
 Used through :class:`CheckedJSONRoute` (FastAPI's documented way to change how a route reads
 its request): FastAPI calls ``request.json()``, which checks, then parses as before.
+
+Before any of that, :func:`body_limits` sizes each prediction route's body limit (enforced by
+``serving.limits.RouteBodyLimitMiddleware``) to what its largest valid request can need.
 """
 
 from __future__ import annotations
@@ -30,6 +33,22 @@ MAX_JSON_CONTAINERS = 64
 # A JSON string, escapes included (the unrolled form runs without backtracking).
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+# The most bytes one character can take in a JSON string: a character outside the BMP escaped
+# as a surrogate pair, "\ud83d\ude00" (what json.dumps sends by default, ensure_ascii).
+JSON_BYTES_PER_CHAR = 12
+JSON_ITEM_OVERHEAD = 16  # quotes, a comma, white space around one text
+JSON_BODY_OVERHEAD = 1_024  # braces, the key, generous white space
+
+
+def body_limits(max_text_chars: int, max_batch_items: int) -> tuple[int, int]:
+    """``(predict, batch)``: the largest body a valid ``/predict`` and ``/predict/batch``
+    request can need, every character at its worst JSON escape (10,000 characters: 121,040
+    bytes, about an eighth of the default 1 MB). Anything larger cannot be valid, so it is
+    refused (413) before it costs any parsing."""
+    text = max_text_chars * JSON_BYTES_PER_CHAR + JSON_ITEM_OVERHEAD
+    return text + JSON_BODY_OVERHEAD, text * max_batch_items + JSON_BODY_OVERHEAD
 
 
 class BodyShapeError(HTTPException):

@@ -4,7 +4,12 @@ What an ASGI app can do by itself (so the plain ``uvicorn inference_server:app``
 
 * ``ReadTimeoutMiddleware``: a request body must arrive within ``BODY_TIMEOUT_S`` (408), and
   once shutdown has begun within ``DRAIN_TIMEOUT_S``, so one stalled upload cannot keep the
-  process alive after SIGTERM.
+  process alive after SIGTERM. A client that leaves while its body is read is marked
+  ``ABORTED``;
+* ``RouteBodyLimitMiddleware``: the body limit of stage 2, sized to what each route can need;
+* ``WireObservabilityMiddleware``: the observability middleware of stage 3, counting and
+  logging what the client actually received (``WIRE_STATUS``) where it differs from what the
+  app sent: a 408 or 400 the connection answered instead, or nothing at all (``ABORTED``).
 
 What needs the connection itself (``serving/protocol.py``, run with ``--http``): the header and
 trailer size limit (431), chunks per body (413), the header read timeout, the connection cap and
@@ -25,13 +30,25 @@ from typing import Any
 from prometheus_client import Counter
 from starlette.exceptions import HTTPException
 
-from serving import context
-from serving.asgi import KNOWN_METHODS, ASGIApp, Receive, Scope, Send, log_request, new_request_id
+from serving.asgi import (
+    KNOWN_METHODS,
+    ASGIApp,
+    BodyLimitMiddleware,
+    ObservabilityMiddleware,
+    Receive,
+    Scope,
+    Send,
+    log_request,
+    new_request_id,
+)
 from serving.metrics import Metrics
 
 # scope["extensions"] key set by serving/protocol.py: the connection enforces the read timeouts.
 WIRE_TIMEOUTS = "inference.read_timeouts"
-WIRE_STATUS, ABORTED = context.WIRE_STATUS, context.ABORTED  # read by serving/protocol.py
+# scope["state"] key: what the client actually received when it differs from what the app sent
+# (an int status written by serving/protocol.py, or ABORTED when the client went away first).
+WIRE_STATUS = "wire_status"
+ABORTED = "aborted"
 LIMIT_EVENTS = (
     "header_too_large",
     "header_timeout",
@@ -65,14 +82,20 @@ class _TimedReader:
         "handle",
         "on_timeout",
         "receive",
+        "scope",
         "task",
         "timeout",
     )
 
     def __init__(
-        self, receive: Receive, timeout: float, on_timeout: Callable[[], None] | None = None
+        self,
+        receive: Receive,
+        timeout: float,
+        on_timeout: Callable[[], None] | None = None,
+        scope: Scope | None = None,
     ) -> None:
         self.receive = receive
+        self.scope = scope
         self.on_timeout = on_timeout
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
@@ -103,6 +126,9 @@ class _TimedReader:
             self.handle = None
         if message["type"] != "http.request" or not message.get("more_body", False):
             self.done = True
+            if message["type"] == "http.disconnect" and self.scope is not None:
+                # The client left before its body was whole: no answer will reach it.
+                self.scope.setdefault("state", {}).setdefault(WIRE_STATUS, ABORTED)
         return message
 
     def _expire(self) -> None:
@@ -145,10 +171,11 @@ class ReadTimeouts:
 
 
 class ReadTimeoutMiddleware:
-    """408 for a request body that does not arrive within the body timeout.
+    """408 for a request body that does not arrive within the body timeout; a client that
+    leaves while its body is read is marked ``ABORTED`` (the access-log line says so).
 
-    Skipped when the connection already enforces it (``serving/protocol.py`` marks the scope),
-    so the launcher's path pays nothing; otherwise one timer per request.
+    Skipped when the connection already enforces both (``serving/protocol.py`` marks the
+    scope), so the launcher's path pays nothing; otherwise one timer per request.
     """
 
     def __init__(self, app: ASGIApp, *, timeouts: ReadTimeouts) -> None:
@@ -159,12 +186,62 @@ class ReadTimeoutMiddleware:
         if scope["type"] != "http" or WIRE_TIMEOUTS in scope.get("extensions", ()):
             await self.app(scope, receive, send)
             return
-        reader = _TimedReader(receive, self.timeouts.body_timeout_s, self.timeouts.on_timeout)
+        reader = _TimedReader(
+            receive, self.timeouts.body_timeout_s, self.timeouts.on_timeout, scope
+        )
         self.timeouts.readers.add(reader)
         try:
             await self.app(scope, reader, send)
         finally:
             self.timeouts.readers.discard(reader)
+
+
+class RouteBodyLimitMiddleware(BodyLimitMiddleware):
+    """:class:`~serving.asgi.BodyLimitMiddleware` with a limit sized to what each route can
+    need (``route_limits``: path -> bytes, see :func:`serving.jsonbody.body_limits`): a body that
+    could not hold a valid request is refused before it costs any parsing. The smaller of the
+    two applies; ``max_body_bytes`` stays the bound of every other path, and a 413 names the
+    route whose limit it applied.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, route_limits: dict[str, int] | None = None
+    ) -> None:
+        super().__init__(app, max_body_bytes=max_body_bytes)
+        self.route_limits = {
+            path: min(limit, max_body_bytes) for path, limit in (route_limits or {}).items()
+        }
+
+    def limit_for(self, path: str) -> tuple[int, str | None]:
+        limit = self.route_limits.get(path)
+        return (self.max_body_bytes, None) if limit is None else (limit, path)
+
+
+class WireObservabilityMiddleware(ObservabilityMiddleware):
+    """:class:`~serving.asgi.ObservabilityMiddleware` that counts and logs what the client
+    actually received: the status ``serving/protocol.py`` (or ``ReadTimeoutMiddleware``) wrote
+    as ``WIRE_STATUS`` when it differs from the app's, and ``ABORTED`` (metric status
+    "aborted"; log ``"status": null, "aborted": true``) when the client left before an answer.
+    """
+
+    def final_status(self, scope: Scope, status: int) -> int | str:
+        wire = scope.get("state", {}).get(WIRE_STATUS)  # what the client got instead
+        return status if wire is None else wire
+
+    def log_access(
+        self,
+        scope: Scope,
+        request_id: str,
+        route: str,
+        status: int | str,
+        elapsed: float,
+        fields: dict,
+    ) -> None:
+        if status == ABORTED:
+            fields["status"] = None  # first, where the line's status goes
+            fields["aborted"] = True
+            status = None
+        super().log_access(scope, request_id, route, status, elapsed, fields)
 
 
 class WireObserver:

@@ -36,9 +36,7 @@ REJECTION_REASONS = ("queue_full", "timeout", "not_ready")
 class Metrics:
     """All metrics of one app, registered in ``self.registry``."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        # enabled=False (INFERENCE_BENCH_OFF=metrics, benchmarks only): nothing is recorded.
-        self.enabled = enabled
+    def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "http_requests", "HTTP requests answered.", ["method", "route", "status"], registry=r
@@ -117,8 +115,6 @@ class Metrics:
 
     def observe_batch(self, size: int, duration: float, queue_waits: Iterable[float] = ()) -> None:
         """Record one model call."""
-        if not self.enabled:
-            return
         self.batch_size.observe(size)
         self.batch_duration.observe(duration)
         for wait in queue_waits:
@@ -140,8 +136,6 @@ class Metrics:
 
     def count_labels(self, labels: Iterable[str]) -> None:
         """Count returned predictions by label."""
-        if not self.enabled:
-            return
         for label in labels:
             self.child(self.predictions, label).inc()
 

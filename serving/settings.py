@@ -8,13 +8,12 @@ misbehaves later.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "INFERENCE_"
-BENCH_LAYERS = ("metrics", "access_log", "request_id", "batcher")  # INFERENCE_BENCH_OFF
 
 
 class Settings(BaseSettings):
@@ -78,11 +77,6 @@ class Settings(BaseSettings):
         description="Final stage: 'direct' scores from the pipeline's fitted arrays (checked "
         "against scikit-learn at load; falls back to it), 'sklearn' calls predict_proba.",
     )
-    bench_off: Annotated[frozenset[str], NoDecode] = Field(
-        frozenset(),
-        description="Benchmarks only: comma-separated layers to switch off, of "
-        "metrics, access_log, request_id, batcher (score inline on the event loop).",
-    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_text: bool = Field(False, description="Log the raw review text (off: privacy, log size).")
 
@@ -90,16 +84,6 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-    @field_validator("bench_off", mode="before")
-    @classmethod
-    def _split_layers(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        unknown = sorted(set(value) - set(BENCH_LAYERS)) if isinstance(value, (list, set)) else []
-        if unknown:
-            raise ValueError(f"unknown layer(s) {unknown}; choose from {', '.join(BENCH_LAYERS)}")
-        return value
 
     @model_validator(mode="after")
     def _queue_fits_a_batch_request(self) -> Settings:

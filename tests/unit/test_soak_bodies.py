@@ -6,8 +6,7 @@ import json
 
 from loadtest.soak import expanding_batch, nested_flood
 from sentiment_model.normalise import normalised_length
-from serving.jsonbody import shape_problem
-from serving.schemas import body_limits
+from serving.jsonbody import body_limits, shape_problem
 from serving.settings import Settings
 
 DEFAULTS = Settings()
