@@ -84,8 +84,6 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             # Runs in the batcher's worker thread: cleaning 64 long texts is CPU work too.
             return model.predict([clean_text(text) for text in texts])
 
-        # One model call for the texts of many concurrent requests; a queue of at most
-        # MAX_QUEUE texts, so an overloaded server says 503 at once instead of queueing forever.
         batcher = DynamicBatcher(
             preprocess_and_predict,
             max_batch_size=settings.max_batch_size,
@@ -112,7 +110,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = app.state.server = ServerState()  # /ready says 503 until model and batcher
+        state = app.state.server = ServerState()
         loading = asyncio.create_task(load_and_start(state))
 
         def begin_shutdown() -> None:  # the first SIGTERM or Ctrl-C

@@ -17,13 +17,17 @@ from fastapi.responses import Response
 
 from sentiment_model import ModelLoadError, Prediction, load_model
 from sentiment_model.data import clean_text
-from serving.asgi import BodyLimitMiddleware, ObservabilityMiddleware
 from serving.batcher import BatchStats, DynamicBatcher
 from serving.context import RequestCtx
 from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers, without_paths
-from serving.jsonbody import CheckedJSONRoute
-from serving.limits import connections_closed_by_force, install_limits
+from serving.jsonbody import CheckedJSONRoute, body_limits
+from serving.limits import (
+    RouteBodyLimitMiddleware,
+    WireObservabilityMiddleware,
+    connections_closed_by_force,
+    install_limits,
+)
 from serving.logs import configure_logging, prediction_fields
 from serving.metrics import Metrics
 from serving.multiprocess import mark_worker_exit, several_workers, worker_log_path
@@ -35,7 +39,6 @@ from serving.schemas import (
     LabelScore,
     PredictResponse,
     ReadyResponse,
-    body_limits,
     json_response,
     request_models,
 )
@@ -88,8 +91,6 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             # Runs in the batcher's worker thread: cleaning 64 long texts is CPU work too.
             return model.predict([clean_text(text) for text in texts])
 
-        # One model call for the texts of many concurrent requests; a queue of at most
-        # MAX_QUEUE texts, so an overloaded server says 503 at once instead of queueing forever.
         batcher = DynamicBatcher(
             preprocess_and_predict,
             max_batch_size=settings.max_batch_size,
@@ -116,7 +117,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = app.state.server = ServerState()  # /ready says 503 until model and batcher
+        state = app.state.server = ServerState()
         loading = asyncio.create_task(load_and_start(state))
 
         def begin_shutdown() -> None:  # the first SIGTERM or Ctrl-C
@@ -164,16 +165,13 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     # Each prediction route's body limit is what its largest valid request can need.
     predict_limit, batch_limit = body_limits(settings.max_text_chars, settings.max_batch_items)
     app.add_middleware(
-        BodyLimitMiddleware,
+        RouteBodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         route_limits={"/predict": predict_limit, "/predict/batch": batch_limit},
     )
     timeouts = install_limits(app, settings, metrics, log)  # slow clients: serving/limits.py
-    app.add_middleware(  # outermost
-        ObservabilityMiddleware,
-        metrics=metrics,
-        logger=log,
-        log_text=settings.log_text,
+    app.add_middleware(  # outermost; counts and logs what the client actually received
+        WireObservabilityMiddleware, metrics=metrics, logger=log, log_text=settings.log_text
     )
     install_error_handlers(app)
     install_rejection_handler(app, metrics)  # full queue 503, timeout 504, not ready 503
