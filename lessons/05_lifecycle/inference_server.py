@@ -4,6 +4,8 @@ workers each do the same. lessons/05_lifecycle/README.md walks through it.
 
 Run from the repository root:
     uvicorn --app-dir lessons/05_lifecycle inference_server:app --host 127.0.0.1 --port 8000
+or under the course's launcher, whose exit code says how the drain went (serving/serve.py):
+    python -m serving.serve --app-dir lessons/05_lifecycle --host 127.0.0.1 --port 8000
 """
 
 import asyncio

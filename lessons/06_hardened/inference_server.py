@@ -5,6 +5,8 @@ lessons/06_hardened/README.md walks through it.
 
 Run from the repository root:
     uvicorn --app-dir lessons/06_hardened inference_server:app --host 127.0.0.1 --port 8000
+or under the course's launcher, whose exit code says how the drain went (serving/serve.py):
+    python -m serving.serve --app-dir lessons/06_hardened --host 127.0.0.1 --port 8000
 """
 
 import asyncio
