@@ -6,7 +6,7 @@ process (one worker, pinned to CPU 0 with ``taskset`` where available) and headl
 ``--quick`` about 3. Examples::
 
     python -m loadtest.bench                                  # everything, the README's run
-    python -m loadtest.bench --quick --stages naive batched --no-layers
+    python -m loadtest.bench --quick --stages naive fast --no-layers
     python -m loadtest.bench --users 1 16 64 --duration 5 --no-sweep
     python -m loadtest.bench --report benchmarks/results/<run-id>   # redo a run's report
 

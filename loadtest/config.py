@@ -19,10 +19,12 @@ import psutil
 
 from loadtest.ceiling import DIRECT_SCORER
 from loadtest.launcher import CLIENT_CPU, ROOT, SERVER_CPU, pin_prefix
+from loadtest.results import naming
 from sentiment_model.throughput import cpu_model
-from serving.stages import FINAL_STAGE
+from serving.stages import FINAL_STAGE, STAGES
 
 RESULTS_ROOT = ROOT / "benchmarks" / "results"
+FINAL_SKLEARN = f"{FINAL_STAGE}-sklearn"  # the final stage scoring with sklearn's predict_proba
 PLOTS_DIR = ROOT / "benchmarks" / "plots"
 PROFILES = ("short", "long")
 # INFERENCE_BENCH_OFF values of the layers section: each layer off alone, then every
@@ -35,7 +37,7 @@ class BenchConfig:
     """Everything a run depends on (written to machine.json). Lists left empty skip a section."""
 
     stages: list[str] = field(
-        default_factory=lambda: ["naive", "validated", "metrics", "batched", "batched-sklearn"]
+        default_factory=lambda: ["naive", "validated", "metrics", FINAL_STAGE, FINAL_SKLEARN]
     )
     profiles: list[str] = field(default_factory=lambda: list(PROFILES))
     users: list[int] = field(default_factory=lambda: [1, 4, 16, 64, 256])
@@ -102,11 +104,11 @@ def configured_wait_ms() -> float | None:
 def server_settings(stage: str, env: dict[str, str]) -> dict[str, object]:
     """The batching wait, scorer and switched-off layers a server runs with (summary columns).
 
-    Only the final stage has them; stages 1-3 score with sklearn, one text per call; any other
-    app (the reference) has no model.
+    Only the final stage has them all; the other stages score with sklearn; any other app (the
+    reference) has no model.
     """
     if stage != FINAL_STAGE:
-        scorer = "sklearn" if stage in ("naive", "validated", "metrics") else "none"
+        scorer = "sklearn" if stage in STAGES else "none"
         return {"wait_ms": float("nan"), "scorer": scorer, "bench_off": ""}
     defaults = final_stage_settings()
     wait = env.get("INFERENCE_MAX_BATCH_WAIT_MS")
@@ -144,6 +146,7 @@ def machine_info(config: BenchConfig) -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {
+        **naming(),  # which name the final stage has in this run's files (loadtest/results.py)
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),

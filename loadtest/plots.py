@@ -18,16 +18,22 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from loadtest.ceiling import best_ceiling
+from loadtest.config import FINAL_SKLEARN
 from loadtest.report import REFERENCE, layers_table
+from loadtest.results import read_table
 from loadtest.steps import plural
+from serving.stages import FINAL_STAGE, STAGES
 
-STAGE_ORDER = ["naive", "validated", "metrics", "batched", "batched-sklearn", REFERENCE]
+STAGE_ORDER = [*STAGES, FINAL_SKLEARN, REFERENCE]
 STAGE_COLORS = {
     "naive": "#d62728",
     "validated": "#ff7f0e",
     "metrics": "#2ca02c",
-    "batched": "#1f77b4",
-    "batched-sklearn": "#9467bd",
+    "batched": "#17becf",  # stages 4-6
+    "lifecycle": "#bcbd22",
+    "hardened": "#8c564b",
+    FINAL_STAGE: "#1f77b4",  # the final stage keeps its colour whatever its name
+    FINAL_SKLEARN: "#9467bd",
     REFERENCE: "#555555",
 }
 STAGE_NAMES = {REFERENCE: "FastAPI ceiling (no model)"}
@@ -234,11 +240,12 @@ def latency_vs_throughput(
 def batch_size_distribution(
     batch_sizes: pd.DataFrame | str | Path,
     path: str | Path | None = None,
-    stage: str = "batched",
+    stage: str | None = None,
     kind: str = "ladder",
 ) -> Figure:
     """Share of batches per batch-size bucket: one bar per user count (``kind="ladder"``) or
-    per batch wait (``kind="wait_sweep"``)."""
+    per batch wait (``kind="wait_sweep"``), of ``stage`` (default: the final stage)."""
+    stage = stage or FINAL_STAGE
     df = _table(batch_sizes)
     df = df[(df["stage"] == stage) & (df["kind"] == kind)]
     if df.empty:
@@ -304,7 +311,7 @@ def wait_sweep(summary: pd.DataFrame | str | Path, path: str | Path | None = Non
             bbox_to_anchor=(0.5, -0.2),
         )
         ax.set_title(f"{PROFILE_TITLES.get(profile, profile)}, {plural(int(users), 'user')}")
-    fig.suptitle("Batch wait: latency / throughput trade-off (batched stage)")
+    fig.suptitle("Batch wait: latency / throughput trade-off (final stage)")
     return _save(fig, path)
 
 
@@ -363,7 +370,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     """Every plot the run's data allows, as PNGs in ``out_dir`` (default ``run_dir/plots``)."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else run_dir / "plots"
-    summary = pd.read_csv(run_dir / "summary.csv")
+    summary = read_table(run_dir)  # today's stage names, whatever the run called them
     ceiling = run_dir / "ceiling.csv"
     batches = run_dir / "batch_sizes.csv"
     made: list[Path] = []
@@ -383,7 +390,11 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         attempt("latency_vs_throughput.png", latency_vs_throughput, summary)
         attempt("memory_per_step.png", memory_per_step, summary)
     if batches.is_file():
-        attempt("batch_size_distribution.png", batch_size_distribution, batches)
+        attempt(
+            "batch_size_distribution.png",
+            batch_size_distribution,
+            read_table(run_dir, "batch_sizes.csv"),
+        )
     attempt("wait_sweep.png", wait_sweep, summary)
     attempt("layers.png", layers, summary)
     return made

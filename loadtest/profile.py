@@ -1,6 +1,6 @@
 """Where the time goes: one stage under one load step, profiled with pyinstrument.
 
-    python -m loadtest.profile --stage batched --profile long --users 64 --duration 8
+    python -m loadtest.profile --stage fast --profile long --users 64 --duration 8
 
 runs the stage under ``pyinstrument`` (in front of uvicorn, same process, same pinning), drives
 one closed-loop locust step at it, stops it by PID, and writes to
@@ -9,7 +9,7 @@ one closed-loop locust step at it, stops it by PID, and writes to
 in a benchmark run).
 
 pyinstrument samples the server's main thread: the event loop, where HTTP parsing, validation,
-middleware, logging and metrics run. The batched stage's model thread is not sampled; its share
+middleware, logging and metrics run. The final stage's model thread is not sampled; its share
 of the core is the step's ``worker_threads_cpu_pct`` (and ``main_thread_cpu_pct`` is the event
 loop's). The profiler slows the server down, so read shares, not absolute rates.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from loadtest.config import PROFILES, RESULTS_ROOT
 from loadtest.launcher import StageServer, trim_log
 from loadtest.steps import ensure_payload_file, run_step, tidy, warm_up
-from serving.stages import STAGES
+from serving.stages import FINAL_STAGE, STAGES
 
 
 def profile_stage(
@@ -69,7 +69,7 @@ def profile_stage(
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m loadtest.profile``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage", choices=list(STAGES), default="batched")
+    p.add_argument("--stage", choices=list(STAGES), default=FINAL_STAGE)
     p.add_argument("--profile", choices=list(PROFILES), default="long")
     p.add_argument("--users", type=int, default=64)
     p.add_argument("--duration", type=float, default=8.0)

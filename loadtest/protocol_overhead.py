@@ -29,6 +29,7 @@ from loadtest.launcher import CLIENT_CPU, StageServer
 from loadtest.rawhttp import closed_loop, predict_body, request_bytes
 from sentiment_model.throughput import pinned_to_cpu
 from serving.serve import PROTOCOL
+from serving.stages import FINAL_STAGE
 
 TEXT = "A warm, funny film with a clever script and two lovely performances."
 
@@ -133,7 +134,7 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="overhead-"))  # not the student's logs/
     servers = {
         name: StageServer(
-            "batched", env={"INFERENCE_LOG_PATH": str(log_dir / f"{i}.log")}, launcher=launcher
+            FINAL_STAGE, env={"INFERENCE_LOG_PATH": str(log_dir / f"{i}.log")}, launcher=launcher
         )
         for i, (name, launcher) in enumerate(variants.items())
     }

@@ -3,7 +3,7 @@
 Sections, in order (each can be left out, see :class:`loadtest.config.BenchConfig`):
 
 1. the in-process model ceiling, per scorer (``sklearn``, ``direct``), at the start;
-2. each stage (``naive`` ... ``batched``) and ``batched-sklearn`` (the final stage with
+2. each stage (``naive`` ... the final stage) and ``<final>-sklearn`` (the final stage with
    ``INFERENCE_SCORER=sklearn``): ladder, ``mixed`` (final stage), ``half_load`` (naive and
    the final stage); the final stage's labels checked against sklearn on the whole test split;
 3. ``reference``: the FastAPI ceiling (``loadtest/reference_server.py``), ladder only;
@@ -31,6 +31,7 @@ import httpx
 import pandas as pd
 
 from loadtest.config import (
+    FINAL_SKLEARN,
     PLOTS_DIR,
     PROFILES,
     RESULTS_ROOT,
@@ -49,6 +50,7 @@ from loadtest.report import (
     evaluate_targets,
     report_markdown,
 )
+from loadtest.results import read_table
 from loadtest.steps import STEP_OVERHEAD_S, Step, ensure_payload_file, run_steps, tidy
 from serving.stages import BASELINE_STAGE, FINAL_STAGE, STAGES
 
@@ -72,10 +74,10 @@ class ServerSpec:
 
 
 SERVERS: dict[str, ServerSpec] = {name: ServerSpec(name, name) for name in STAGES} | {
-    "batched-sklearn": ServerSpec("batched-sklearn", FINAL_STAGE, {"INFERENCE_SCORER": "sklearn"}),
+    FINAL_SKLEARN: ServerSpec(FINAL_SKLEARN, FINAL_STAGE, {"INFERENCE_SCORER": "sklearn"}),
     REFERENCE: ServerSpec(REFERENCE, REFERENCE, app_dir=".", app="loadtest.reference_server:app"),
 }
-FINAL_VARIANTS = (FINAL_STAGE, "batched-sklearn")  # they get the half-load step too
+FINAL_VARIANTS = (FINAL_STAGE, FINAL_SKLEARN)  # they get the half-load step too
 
 
 @dataclass
@@ -182,7 +184,7 @@ def run_sessions(
 
 def own_request_log(server: StageServer) -> Path | None:
     """The server's JSON log file when the launcher chose it (beside its output), else None: a
-    log the caller chose (``INFERENCE_LOG_PATH`` in the session's env, as notebook 06 does to
+    log the caller chose (``INFERENCE_LOG_PATH`` in the session's env, as notebook 04 does to
     read it afterwards) is theirs and is left whole."""
     if server.request_log is None or "INFERENCE_LOG_PATH" in server.env:
         return None
@@ -313,7 +315,7 @@ def report(run_dir: Path, plots_dir: Path | None = None) -> pd.DataFrame:
     from loadtest.ceiling import best_ceiling
 
     run_dir = Path(run_dir)
-    summary = pd.read_csv(run_dir / "summary.csv")
+    summary = read_table(run_dir)  # today's stage names, whatever the run called them
     path = run_dir / "ceiling.csv"
     ceiling = best_ceiling(pd.read_csv(path) if path.is_file() else pd.DataFrame())
     path = run_dir / "labels.json"

@@ -60,6 +60,7 @@ from loadtest.launcher import CLIENT_CPU, COURSE_LAUNCHER, StageServer
 from loadtest.rawhttp import Connection, predict_body, request_bytes
 from sentiment_model.throughput import pinned_to_cpu
 from serving.settings import Settings
+from serving.stages import FINAL_STAGE
 
 TEXTS = [
     "A warm, funny film with a clever script and two lovely performances.",
@@ -533,7 +534,7 @@ def main() -> None:
     launcher = ("-m", "uvicorn") if args.plain else COURSE_LAUNCHER
     log_dir = tempfile.mkdtemp(prefix="soak-")  # the server's JSON log: not the student's logs/
     env = {"INFERENCE_LOG_PATH": str(Path(log_dir) / "requests.log")}
-    server = StageServer("batched", env=env, launcher=launcher)
+    server = StageServer(FINAL_STAGE, env=env, launcher=launcher)
     load_before = os.getloadavg()
     try:
         server.start()  # pinned to CPU 0 (taskset), from this process's full CPU set

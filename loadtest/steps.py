@@ -127,7 +127,7 @@ class _Sampler(threading.Thread):
         """CPU use (% of one core) and RSS over the last ``seconds`` sampled.
 
         ``worker_threads_cpu_pct`` is the server's CPU outside its main thread: the model
-        thread of the batched stage, the thread pool running sync routes in the others.
+        thread of the stages with a batcher, the thread pool running sync routes in the others.
         ``cpu0_others_pct`` is what other processes used of the server's (pinned) CPU.
         """
         if len(self.samples) < 2:

@@ -2,10 +2,10 @@
 
 ``python -m loadtest.workers`` starts the final stage with plain uvicorn's multi-worker command
 (``python -m serving.multiprocess uvicorn inference_server:app --workers N``; the container image
-ran it until it switched to the launcher, and lesson 6's figures were measured with it) for
-each N in ``--workers`` (default 1 and 2), waits until every worker has loaded the model, runs
-headless locust in a closed loop (``--users`` users, ``--duration`` seconds, ``POST /predict``),
-and reports:
+ran it until it switched to the launcher, and the figures of lessons/09_scale_out were measured
+with it) for each N in ``--workers`` (default 1 and 2), waits until every worker has loaded the
+model, runs headless locust in a closed loop (``--users`` users, ``--duration`` seconds, ``POST
+/predict``), and reports:
 
 - ``rps``, ``p50_ms``, ``p99_ms``: from locust (exact percentiles, see loadtest/latency.py);
 - ``server_cpu_s``, ``cpu_ms_per_req``: CPU seconds (user + system) of the server's whole
@@ -48,6 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtest.launcher import StageServer, stop_process
 from loadtest.promtext import histogram_mean
 from loadtest.steps import LOCUSTFILE, ensure_payload_file
+from serving.stages import FINAL_STAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "benchmarks" / "results" / "workers"
@@ -111,7 +112,7 @@ def run_one(workers: int, users: int, duration: float, profile: str, raw_dir: Pa
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")])),
     }
     launcher = ("-m", "serving.multiprocess", "uvicorn", "--workers", str(workers))
-    server = StageServer("batched", env=env, cpu=None, launcher=launcher, log_path=work / "out")
+    server = StageServer(FINAL_STAGE, env=env, cpu=None, launcher=launcher, log_path=work / "out")
     payloads = ensure_payload_file(raw_dir)
     prefix = raw_dir / f"workers{workers}_{profile}_u{users}"
     with server:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from serving.stages import FINAL_STAGE
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -21,7 +23,7 @@ def test_reference_layers_and_labels_sections(
     small_model_dir: Path, tmp_path: Path, splits
 ) -> None:
     env = os.environ | {"INFERENCE_LOG_PATH": str(tmp_path / "requests.log")}
-    cmd = [sys.executable, "-m", "loadtest.bench", "--quick", "--stages", "fast"]
+    cmd = [sys.executable, "-m", "loadtest.bench", "--quick", "--stages", FINAL_STAGE]
     cmd += ["--profiles", "short", "--users", "2", "--duration", "2", "--no-mixed"]
     cmd += ["--no-half-load", "--no-sweep", "--no-ceiling", "--layers", "", "metrics"]
     cmd += ["--layers-users", "2", "--model-dir", str(small_model_dir)]
@@ -32,13 +34,13 @@ def test_reference_layers_and_labels_sections(
 
     summary = pd.read_csv(run_dir / "summary.csv", keep_default_na=False, na_values=[""])
     assert list(zip(summary["stage"], summary["kind"], strict=True)) == [
-        ("fast", "ladder"), ("reference", "ladder"), ("fast", "layers"),
-        ("fast", "layers"),
+        (FINAL_STAGE, "ladder"), ("reference", "ladder"), (FINAL_STAGE, "layers"),
+        (FINAL_STAGE, "layers"),
     ]  # fmt: skip
     assert (summary["failures"] == 0).all() and (summary["requests"] > 0).all()
     assert summary.loc[1, "scorer"] == "none"  # the reference has no model
     assert summary["bench_off"].fillna("").tolist()[2:] == ["", "metrics"]
-    assert (run_dir / "server-fast-off-metrics.log").is_file()
+    assert (run_dir / f"server-{FINAL_STAGE}-off-metrics.log").is_file()
 
     labels = json.loads((run_dir / "labels.json").read_text())
     assert labels["texts"] == len(splits.test) and labels["mismatches"] == 0, labels

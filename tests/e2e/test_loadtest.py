@@ -19,6 +19,7 @@ import pytest
 
 from loadtest.config import configured_batch_size
 from loadtest.steps import SUMMARY_COLUMNS
+from serving.stages import FINAL_STAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_RUN = ROOT / "tests" / "fixtures" / "bench_run"  # also read by tests/unit
@@ -65,12 +66,12 @@ def _check_summary(run_dir: Path, expected_kinds: list[str], stage: str) -> pd.D
 
 def test_quick_run_against_the_final_stage(small_model_dir: Path, tmp_path: Path) -> None:
     run_dir = _run_bench(
-        ["--stages", "fast", "--users", "1", "4", "--mixed-users", "4", "--no-sweep",
+        ["--stages", FINAL_STAGE, "--users", "1", "4", "--mixed-users", "4", "--no-sweep",
          "--ceiling-seconds", "0.2", "--no-reference", "--no-layers", "--no-labels"],
         small_model_dir,
         tmp_path,
     )  # fmt: skip
-    summary = _check_summary(run_dir, ["ladder", "ladder", "mixed"], "fast")
+    summary = _check_summary(run_dir, ["ladder", "ladder", "mixed"], FINAL_STAGE)
     assert summary.loc[2, "batch_share"] > 0  # the final stage has /predict/batch
     assert summary.loc[2, "texts_per_s"] > summary.loc[2, "rps"]  # batches carry several texts
     assert summary["mean_batch_size"].notna().all()  # scraped from /metrics
@@ -84,7 +85,7 @@ def test_quick_run_against_the_final_stage(small_model_dir: Path, tmp_path: Path
     assert (ceiling["texts_per_s_p50"] > 0).all()
     assert (run_dir / "report.md").read_text().startswith("# Benchmark run")
     assert (tmp_path / "plots" / "throughput_vs_users.png").is_file()
-    log = (run_dir / "server-fast.requests.log").read_text().splitlines()  # trimmed
+    log = (run_dir / f"server-{FINAL_STAGE}.requests.log").read_text().splitlines()  # trimmed
     assert '"model_loaded"' in log[0] or '"model_loaded"' in "".join(log[:5])
     assert '"shutdown"' in log[-1] and any(" lines skipped ..." in line for line in log)
 
@@ -159,7 +160,7 @@ def test_profile_writes_a_call_tree(small_model_dir: Path, tmp_path: Path, monke
 
     monkeypatch.setenv("INFERENCE_LOG_PATH", str(tmp_path / "requests.log"))
     out = profile_stage(
-        "fast", "short", users=2, duration=2, out_dir=tmp_path / "prof",
+        FINAL_STAGE, "short", users=2, duration=2, out_dir=tmp_path / "prof",
         env={"INFERENCE_MODEL_DIR": str(small_model_dir)}, html=True,
     )  # fmt: skip
     text = (out / "profile.txt").read_text()

@@ -22,6 +22,7 @@ from loadtest.report import (
     report_markdown,
 )
 from loadtest.steps import SUMMARY_COLUMNS, Step, plural
+from serving.stages import FINAL_STAGE
 
 USERS = (1, 4, 16, 64, 256)
 
@@ -42,12 +43,12 @@ def _summary(final_factor: float = 4.0) -> pd.DataFrame:
     for profile, naive in (("short", 1000.0), ("long", 500.0)):
         for u in USERS:
             rows.append(_row("naive", profile, "ladder", u, naive))
-            rows.append(_row("batched", profile, "ladder", u, naive * final_factor, p50_ms=2.1))
+            rows.append(_row(FINAL_STAGE, profile, "ladder", u, naive * final_factor, p50_ms=2.1))
         rows.append(_row("naive", profile, "half_load", 32, naive / 2, offered_rps=naive / 2))
-        rows.append(_row("batched", profile, "half_load", 32, naive / 2, p99_ms=5.0))
+        rows.append(_row(FINAL_STAGE, profile, "half_load", 32, naive / 2, p99_ms=5.0))
     rows += [_row("reference", "short", "ladder", u, 5000.0, scorer="none") for u in USERS]
     for off, us in (("", 250.0), ("metrics", 200.0), ("metrics,access_log,request_id", 150.0)):
-        rows.append(_row("batched", "short", "layers", 64, 1e6 / us, cpu_ms_per_req=us / 1000,
+        rows.append(_row(FINAL_STAGE, "short", "layers", 64, 1e6 / us, cpu_ms_per_req=us / 1000,
                          bench_off=off))  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)
 
@@ -77,7 +78,7 @@ def test_every_target_of_issue_7_is_evaluated_from_the_tables() -> None:
 
 def test_missed_and_unmeasured_targets() -> None:
     summary = _summary(1.5)
-    summary.loc[(summary["stage"] == "batched") & (summary["users"] == 1), "rps"] = 900.0
+    summary.loc[(summary["stage"] == FINAL_STAGE) & (summary["users"] == 1), "rps"] = 900.0
     summary.loc[summary.index[0], "failures"] = 3
     summary.loc[summary.index[1], "requests"] = 0  # a step that measured nothing
     targets = evaluate_targets(summary, None, labels={**LABELS, "mismatches": 2})
@@ -129,7 +130,7 @@ def test_report_markdown_has_the_new_sections(tmp_path: Path) -> None:
 
 
 def test_batch_rows_are_one_per_step_and_bucket() -> None:
-    rows = [{"stage": "batched", "profile": "short", "kind": "ladder", "users": 4, "wait_ms": 0.0,
+    rows = [{"stage": FINAL_STAGE, "profile": "short", "kind": "ladder", "users": 4, "wait_ms": 0.0,
              "_batches": [(1.0, 3.0), (2.0, 5.0)]},
             {"stage": "naive", "profile": "short", "kind": "ladder", "users": 4,
              "wait_ms": math.nan}]  # fmt: skip
@@ -151,7 +152,7 @@ def test_server_settings_name_the_scorer_and_switched_off_layers(monkeypatch) ->
     assert server_settings("reference", {})["scorer"] == "none"
     assert math.isnan(server_settings("naive", {})["wait_ms"])
     final = server_settings(
-        "batched", {"INFERENCE_SCORER": "sklearn", "INFERENCE_BENCH_OFF": "metrics",
+        FINAL_STAGE, {"INFERENCE_SCORER": "sklearn", "INFERENCE_BENCH_OFF": "metrics",
                     "INFERENCE_MAX_BATCH_WAIT_MS": "2"}
     )  # fmt: skip
     assert final == {"wait_ms": 2.0, "scorer": "sklearn", "bench_off": "metrics"}
@@ -195,7 +196,7 @@ def test_plots_of_the_new_sections(tmp_path: Path) -> None:
     # Far above every server, the batch-32 ceiling gets a short axis of its own above a break.
     assert len([ax for ax in fig.axes if ax.get_ylim()[1] > 90000]) == 1
     assert "FastAPI ceiling (no model)" in [t.get_text() for t in fig.legends[0].get_texts()]
-    batches = pd.DataFrame({"stage": "batched", "profile": "short", "kind": "ladder",
+    batches = pd.DataFrame({"stage": FINAL_STAGE, "profile": "short", "kind": "ladder",
                             "users": [1, 1, 1, 4, 4, 4], "le": [1.0, 2.0, 64.0] * 2,
                             "count": [5, 0, 0, 1, 4, 0]})  # fmt: skip
     fig = plots.batch_size_distribution(batches)

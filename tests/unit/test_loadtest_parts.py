@@ -29,6 +29,8 @@ from loadtest.payloads import (
 )
 from loadtest.promtext import histogram_delta, histogram_mean, mean_from_buckets
 from loadtest.report import evaluate_targets, report_markdown
+from loadtest.results import read_table
+from serving.stages import FINAL_STAGE
 
 FIXTURE_RUN = Path(__file__).resolve().parents[1] / "fixtures" / "bench_run"
 
@@ -150,7 +152,7 @@ def test_parse_args_quick_and_switches() -> None:
 
 
 def test_targets_are_computed_from_the_summary() -> None:
-    summary = pd.read_csv(FIXTURE_RUN / "summary.csv")
+    summary = read_table(FIXTURE_RUN)  # a run from before the split: its "batched" is final
     ceiling = pd.read_csv(FIXTURE_RUN / "ceiling.csv")
     targets = evaluate_targets(summary, ceiling, batch_size=32).set_index("target")
     lad = summary[summary["kind"] == "ladder"]
@@ -159,16 +161,16 @@ def test_targets_are_computed_from_the_summary() -> None:
         return lad[(lad["stage"] == stage) & (lad["profile"] == profile)]["rps"].max()
 
     short = targets.loc["short: final max throughput >= 3.5x naive"]
-    assert short["value"] == pytest.approx(top("batched", "short") / top("naive", "short"))
+    assert short["value"] == pytest.approx(top(FINAL_STAGE, "short") / top("naive", "short"))
     assert short["met"] == (short["value"] >= 3.5)
     fraction = targets.loc["long: final max throughput vs in-process ceiling at batch 32"]
     long_ceiling = ceiling[(ceiling["profile"] == "long") & (ceiling["batch_size"] == 32)]
-    expected = lad[(lad["stage"] == "batched") & (lad["profile"] == "long")]["texts_per_s"].max()
+    expected = lad[(lad["stage"] == FINAL_STAGE) & (lad["profile"] == "long")]["texts_per_s"].max()
     col = "texts_per_s_p50" if "texts_per_s_p50" in ceiling else "texts_per_s"
     assert fraction["value"] == pytest.approx(expected / long_ceiling[col].iloc[0])
     assert {"naive: RSS flat across the ladder (max <= 1.1x first step)"} <= set(targets.index)
     # Without the naive stage, the comparisons are reported as not measured, not invented.
-    alone = evaluate_targets(summary[summary["stage"] == "batched"], ceiling)
+    alone = evaluate_targets(summary[summary["stage"] == FINAL_STAGE], ceiling)
     assert alone.set_index("target").loc[short.name, "met"] is None
 
 
@@ -176,12 +178,12 @@ def test_targets_are_computed_from_the_summary() -> None:
 
 
 def test_plot_functions_write_png_files(tmp_path: Path) -> None:
-    summary = FIXTURE_RUN / "summary.csv"
+    summary, batches = read_table(FIXTURE_RUN), read_table(FIXTURE_RUN, "batch_sizes.csv")
     made = [
         plots.throughput_vs_users(summary, tmp_path / "a.png", FIXTURE_RUN / "ceiling.csv"),
         plots.latency_vs_users(summary, tmp_path / "b.png"),
         plots.latency_vs_throughput(summary, tmp_path / "c.png"),
-        plots.batch_size_distribution(FIXTURE_RUN / "batch_sizes.csv", tmp_path / "d.png"),
+        plots.batch_size_distribution(batches, tmp_path / "d.png"),
         plots.wait_sweep(summary, tmp_path / "e.png"),
         plots.memory_per_step(summary, tmp_path / "f.png"),
     ]
@@ -197,7 +199,7 @@ def test_plot_run_and_report_from_a_run_directory(tmp_path: Path) -> None:
         "memory_per_step.png", "batch_size_distribution.png", "wait_sweep.png",
     }  # fmt: skip
     assert all(p.stat().st_size > 1000 for p in made)
-    summary = pd.read_csv(FIXTURE_RUN / "summary.csv")
+    summary = read_table(FIXTURE_RUN)
     ceiling = pd.read_csv(FIXTURE_RUN / "ceiling.csv")
     report = report_markdown(FIXTURE_RUN, summary, ceiling, evaluate_targets(summary, ceiling))
     assert "| stage | profile | max req/s" in report and "## Targets" in report
@@ -234,14 +236,14 @@ def test_best_ceiling_keeps_the_least_disturbed_measurement() -> None:
 def test_a_stage_server_logs_beside_its_output_not_into_the_students_logs(tmp_path, monkeypatch):
     """The benchmark's servers used to write their JSON log to logs/requests.log."""
     monkeypatch.setenv("INFERENCE_LOG_PATH", "logs/requests.log")  # the student's: not inherited
-    server = bench.StageServer("batched", log_path=tmp_path / "server-batched.log")
+    server = bench.StageServer(FINAL_STAGE, log_path=tmp_path / "server-batched.log")
     assert server.server_env()["INFERENCE_LOG_PATH"] == str(
         tmp_path / "server-batched.requests.log"
     )
     assert server.request_log == tmp_path / "server-batched.requests.log"
     chosen = tmp_path / "mine.log"
     server = bench.StageServer(
-        "batched", env={"INFERENCE_LOG_PATH": str(chosen)}, log_path=tmp_path / "out.log"
+        FINAL_STAGE, env={"INFERENCE_LOG_PATH": str(chosen)}, log_path=tmp_path / "out.log"
     )
     assert server.server_env()["INFERENCE_LOG_PATH"] == str(chosen)  # a caller's choice stays
 
@@ -263,11 +265,11 @@ def test_a_log_the_caller_chose_is_not_trimmed(tmp_path):
     """Notebook 06 reads the log of its wait sweep (INFERENCE_LOG_PATH in env) afterwards."""
     from loadtest.runner import own_request_log
 
-    ours = bench.StageServer("batched", log_path=tmp_path / "server-batched.log")
+    ours = bench.StageServer(FINAL_STAGE, log_path=tmp_path / "server-batched.log")
     ours.server_env()
     assert own_request_log(ours) == tmp_path / "server-batched.requests.log"
     env = {"INFERENCE_LOG_PATH": str(tmp_path / "requests.log")}
-    theirs = bench.StageServer("batched", env=env, log_path=tmp_path / "server-batched.log")
+    theirs = bench.StageServer(FINAL_STAGE, env=env, log_path=tmp_path / "server-batched.log")
     theirs.server_env()
     assert own_request_log(theirs) is None
-    assert own_request_log(bench.StageServer("batched")) is None  # never started
+    assert own_request_log(bench.StageServer(FINAL_STAGE)) is None  # never started
