@@ -82,6 +82,7 @@ def start_serve(scratch_root: Path, small_model_dir: Path, *args: str):
     [
         (["--stage", "naive"], signal.SIGTERM),
         (["--stage=validated"], signal.SIGINT),
+        (["lifecycle"], signal.SIGINT),  # loads in the background too: its output says ready
         (["fast"], signal.SIGTERM),
     ],
 )
