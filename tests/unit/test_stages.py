@@ -49,3 +49,18 @@ def test_tasks_and_the_benchmark_use_the_registry() -> None:
 
     assert tasks.STAGES is STAGES and bench.STAGES is STAGES
     assert set(STAGES) <= set(runner.SERVERS)
+
+
+def test_each_stage_differs_from_the_one_before_by_one_lessons_worth() -> None:
+    """Issue 17: consecutive stage files differ by at most about 120 changed lines (removed plus
+    added, as `diff A B | grep -c '^[<>]'` counts them), so each lesson's diff is one idea."""
+    import difflib
+    import itertools
+
+    files = [ROOT / stage.app_dir / "inference_server.py" for stage in STAGES.values()]
+    for before, after in itertools.pairwise(files):
+        diff = difflib.unified_diff(
+            before.read_text().splitlines(), after.read_text().splitlines(), n=0, lineterm=""
+        )
+        changed = sum(1 for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+        assert changed <= 125, f"{before.relative_to(ROOT)} -> {after.relative_to(ROOT)}: {changed}"
