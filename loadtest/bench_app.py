@@ -16,7 +16,7 @@ layers section serve this app once per value and compare them (lessons/07_fast/R
 
 The server a student runs never reads this variable. :func:`create_bench_app` builds the final
 stage with its own ``create_app`` and then swaps parts by composition: a
-:class:`SilentMetrics` for the stage's ``Metrics`` while ``create_app`` runs, a
+:class:`SilentMetrics` for the stage's ``WorkerMetrics`` while ``create_app`` runs, a
 :class:`BenchObservabilityMiddleware` in place of the stage's observability middleware in
 ``app.user_middleware``, and a lifespan that makes the batcher it starts an
 :class:`InlineBatcher`. Never serve with it.
@@ -49,7 +49,7 @@ from serving.asgi import (
 from serving.batcher import BatcherClosedError, BatchStats, Submission
 from serving.context import RequestContext, with_request_id
 from serving.limits import WireObservabilityMiddleware
-from serving.metrics import Metrics
+from serving.multiprocess import WorkerMetrics
 from serving.settings import ENV_PREFIX, Settings, SettingsError
 
 ENV = f"{ENV_PREFIX}BENCH_OFF"
@@ -74,7 +74,7 @@ def layers_off(value: str | None = None) -> frozenset[str]:
     return layers
 
 
-class SilentMetrics(Metrics):
+class SilentMetrics(WorkerMetrics):
     """``metrics`` off: the same registry and families, but nothing is recorded per request,
     per model call or per label (what the middleware, the batcher and the routes record)."""
 
@@ -249,8 +249,8 @@ def create_bench_app(
     if off is None or isinstance(off, str):
         off = layers_off(off)
     stage = stage or importlib.import_module(FINAL_MODULE)
-    metrics_class = SilentMetrics if "metrics" in off else stage.Metrics
-    with _replaced(stage, "Metrics", metrics_class):
+    metrics_class = SilentMetrics if "metrics" in off else stage.WorkerMetrics
+    with _replaced(stage, "WorkerMetrics", metrics_class):
         app = stage.create_app(settings, **create_app_kwargs)
     if off & OBSERVABILITY_LAYERS:
         _swap_observability(app, off)

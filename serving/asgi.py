@@ -19,12 +19,14 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 
 from serving.context import RequestContext, with_request_id
-from serving.metrics import Metrics
+
+if TYPE_CHECKING:  # stage 2 imports the body limit alone, without Prometheus
+    from serving.metrics import Metrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

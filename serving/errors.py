@@ -11,7 +11,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from serving.context import context_of, with_request_id
-from serving.jsonbody import BodyShapeError
 
 # Error bodies and log lines never echo the input: each problem is its location and pydantic's
 # message, clipped, and at most MAX_ERRORS of them, whatever the body holds (a 1 MB body of
@@ -20,6 +19,15 @@ MAX_ERRORS = 10
 MAX_PART_CHARS = 64
 MAX_MSG_CHARS = 200
 PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/]?[\w.~-]+)*[\\/][\w.~-]*")
+
+
+class InvalidBodyError(HTTPException):
+    """A body refused as invalid JSON, with the ``problem`` to report: answered 422 like any
+    malformed JSON (serving/jsonbody.py refuses bodies of the wrong shape with a subclass)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(422, problem)
+        self.problem = problem
 
 
 def note_error(request: Request, error_type: str, message: str) -> None:
@@ -68,11 +76,11 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     """Like FastAPI's default, plus ``request_id``."""
     if isinstance(exc.__cause__, ClientDisconnect):  # nobody left to answer
         return JSONResponse({"detail": "client disconnected"}, 400)
-    if isinstance(exc, BodyShapeError) or (
+    if isinstance(exc, InvalidBodyError) or (
         exc.status_code == 400 and isinstance(exc.__cause__, RecursionError)
     ):
         # Refused before parsing (serving/jsonbody.py), or json.loads gave up near 1,000 levels
-        problem = exc.problem if isinstance(exc, BodyShapeError) else "body is nested too deeply"
+        problem = exc.problem if isinstance(exc, InvalidBodyError) else "body is nested too deeply"
         note_error(request, "RequestValidationError", problem)
         detail = [{"type": "json_invalid", "loc": ["body"], "msg": problem}]
         return JSONResponse(with_request_id(request.scope, {"detail": detail}), 422)

@@ -23,7 +23,8 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
+
+from serving.errors import InvalidBodyError
 
 # Generous next to what a request needs (2 and 2), so a client's mistake such as
 # {"texts": [["a"]]} still gets pydantic's message naming the field.
@@ -51,13 +52,9 @@ def body_limits(max_text_chars: int, max_batch_items: int) -> tuple[int, int]:
     return text + JSON_BODY_OVERHEAD, text * max_batch_items + JSON_BODY_OVERHEAD
 
 
-class BodyShapeError(HTTPException):
+class BodyShapeError(InvalidBodyError):
     """A JSON body nested or branched beyond what any request needs; answered as 422
     (serving/errors.py, the same answer as a body too deep for ``json.loads`` itself)."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(422, problem)
-        self.problem = problem
 
 
 def shape_problem(

@@ -1,8 +1,8 @@
 """Prometheus metrics of the server (seconds as the unit, ``_total`` counters, few labels).
 
 Each app gets its own :class:`Metrics` with its own registry, so two apps in one process (tests)
-never share or collide on counters. With several worker processes (``PROMETHEUS_MULTIPROC_DIR``
-set), the values live in shared files and /metrics sums the workers: see serving/multiprocess.py.
+never share or collide on counters. With several worker processes the values live in shared
+files and /metrics sums the workers: ``serving.multiprocess.WorkerMetrics`` (lessons/05).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-
-from serving.multiprocess import metrics_dir, scrape_registry
 
 # 0.5 ms .. 10 s: the model answers in about a millisecond, timeouts are seconds.
 LATENCY_BUCKETS = (
@@ -109,8 +107,7 @@ class Metrics:
 
     def set_model(self, version: str, sklearn_version: str) -> None:
         """Record which model is loaded."""
-        if metrics_dir() is None:  # several workers: each sets the same one series
-            self.model_info.clear()
+        self.model_info.clear()
         self.model_info.labels(version, sklearn_version).set(1)
 
     def observe_batch(self, size: int, duration: float, queue_waits: Iterable[float] = ()) -> None:
@@ -141,5 +138,9 @@ class Metrics:
 
     def response(self) -> Response:
         """The registry in Prometheus text format, for GET /metrics."""
-        registry = scrape_registry(self.registry)  # every worker's files in multiprocess mode
+        return self.scrape(self.registry)
+
+    @staticmethod
+    def scrape(registry: CollectorRegistry) -> Response:
+        """``registry`` in Prometheus text format."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -11,8 +11,9 @@ prometheus-client's multiprocess mode fixes that:
 - The process that starts the workers empties that directory first (:func:`prepare_metrics_dir`):
   files left by an earlier run would be added to this run's counts.
 - ``GET /metrics`` builds a fresh registry with a ``MultiProcessCollector`` on every request
-  (:func:`scrape_registry`): counters and histograms are summed over every file, including those
-  of workers that have exited, so a replaced worker's requests are not lost.
+  (:func:`scrape_registry`, through the app's :class:`WorkerMetrics`): counters and histograms
+  are summed over every file, including those of workers that have exited, so a replaced
+  worker's requests are not lost.
 - Gauges say how to combine workers (``multiprocess_mode`` in serving/metrics.py): requests in
   progress and queue depth are summed over live workers (``livesum``); ``model_info`` is one
   series (``max``).
@@ -50,8 +51,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from serving.metrics import Metrics
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -178,6 +182,20 @@ def scrape_registry(own: CollectorRegistry) -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))
     return registry
+
+
+class WorkerMetrics(Metrics):
+    """:class:`serving.metrics.Metrics` of an app that may run as one of several workers: its
+    ``/metrics`` sums every worker's files, and ``model_info`` stays one shared series. In one
+    process (``PROMETHEUS_MULTIPROC_DIR`` unset) exactly :class:`~serving.metrics.Metrics`."""
+
+    def set_model(self, version: str, sklearn_version: str) -> None:
+        if metrics_dir() is None:  # several workers: each sets the same one series
+            self.model_info.clear()
+        self.model_info.labels(version, sklearn_version).set(1)
+
+    def response(self) -> Response:
+        return self.scrape(scrape_registry(self.registry))  # every worker's files
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from loadtest.bench_app import InlineBatcher, create_bench_app
 from serving.batcher import DynamicBatcher
 from serving.logs import flush_logs
-from serving.metrics import Metrics
+from serving.multiprocess import WorkerMetrics
 from serving.settings import load_settings
 from serving.stages import FINAL_STAGE
 
@@ -75,4 +75,4 @@ def test_the_final_stage_itself_ignores_the_variable(start_stage, monkeypatch):
         start_stage.wait_ready(client)
         assert type(client.app.state.server.batcher) is InlineBatcher
         assert stage.DynamicBatcher is InlineBatcher  # while the bench app runs
-    assert stage.DynamicBatcher is DynamicBatcher and stage.Metrics is Metrics
+    assert stage.DynamicBatcher is DynamicBatcher and stage.WorkerMetrics is WorkerMetrics

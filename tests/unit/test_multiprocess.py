@@ -308,8 +308,8 @@ def test_counters_of_events_reach_the_scrape_with_several_workers(tmp_path):
     """Dropped texts and lost log lines are counted where they happen, not read from the app at
     scrape time: a multiprocess scrape (a fresh registry over the workers' files) has them."""
     code = (
-        "from serving.metrics import Metrics\n"
-        "m = Metrics()\n"
+        "from serving.multiprocess import WorkerMetrics\n"
+        "m = WorkerMetrics()\n"
         "m.dropped_texts.inc()\n"
         "m.log_lines_lost.inc(2)\n"
         "print(m.response().body.decode())\n"
