@@ -24,8 +24,12 @@ from serving.context import RequestCtx
 from serving.dependencies import Ready, State
 from serving.errors import install_error_handlers, without_paths
 from serving.logs import configure_logging, prediction_fields
-from serving.metrics import Metrics
-from serving.multiprocess import mark_worker_exit, several_workers, worker_log_path
+from serving.multiprocess import (
+    WorkerMetrics,
+    mark_worker_exit,
+    several_workers,
+    worker_log_path,
+)
 from serving.rejections import install_rejection_handler
 from serving.schemas import (
     BatchResponse,
@@ -58,8 +62,8 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     # --- Settings: from INFERENCE_* environment variables; a bad value stops start-up -------
     settings = settings or load_settings()
     PredictRequest, BatchRequest = request_models(settings.max_text_chars, settings.max_batch_items)
+    metrics = WorkerMetrics()  # one /metrics over several workers (serving/multiprocess.py)
     log = configure_logging(worker_log_path(settings.log_path), settings.log_level)  # per worker
-    metrics = Metrics()
 
     # --- Start-up: load the model in the background; /health answers meanwhile -------------
     async def load_and_start(state: ServerState) -> None:

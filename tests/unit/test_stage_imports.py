@@ -28,16 +28,10 @@ IN_REPO = ("sentiment_model", "serving")
 # What a stage loads although a later lesson teaches it, and why. Each entry is checked to
 # still happen: once the code stops loading the module early, the entry must go.
 _WHY = {
-    "serving.context": "serving.asgi and serving.errors read the request context (stage 3)",
-    "serving.metrics": "serving.asgi holds BodyLimitMiddleware next to ObservabilityMiddleware",
-    "serving.multiprocess": "serving.metrics finds the several-workers metrics directory there",
-    "serving.jsonbody": "serving.errors answers the JSON shape check's BodyShapeError",
+    "serving.context": "serving.errors adds the request id (stage 3) to an error when there is one",
 }
 _EARLY = {
-    "validated": ("serving.context", "serving.metrics", "serving.multiprocess", "serving.jsonbody"),
-    "metrics": ("serving.multiprocess", "serving.jsonbody"),
-    "batched": ("serving.multiprocess", "serving.jsonbody"),
-    "lifecycle": ("serving.jsonbody",),
+    "validated": ("serving.context",),
 }
 KNOWN_EARLY: dict[str, dict[str, str]] = {
     stage: {module: _WHY[module] for module in modules} for stage, modules in _EARLY.items()
