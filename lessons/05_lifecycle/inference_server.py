@@ -122,7 +122,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         def begin_shutdown() -> None:  # the first SIGTERM or Ctrl-C
             state.begin_drain()  # /ready and new predictions say 503
 
-        signals = ShutdownSignals(begin_shutdown, lambda: None, log)
+        signals = ShutdownSignals(begin_shutdown, lambda: None, log)  # a second: logged only
         signals.install()  # Ctrl-C twice still drains
         if several_workers():  # a shared socket: accept only once able to predict
             await loading
