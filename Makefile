@@ -1,13 +1,13 @@
 # Shortcuts for tasks.py, which needs nothing but Python 3.10+ (use it where make is missing).
 # ARGS go on to the command: make serve STAGE=naive ARGS="--port 8001", make test ARGS="-x".
 PYTHON ?= python3
-STAGE ?= batched
+STAGE ?= fast
 ARGS ?=
 
 .PHONY: setup serve test model lab bench lint monitor
 setup:          ## create .venv, install requirements, train the default model if missing
 	$(PYTHON) tasks.py setup
-serve:          ## run a stage on 127.0.0.1:8000: make serve STAGE=naive|validated|metrics|batched
+serve:          ## run a stage on 127.0.0.1:8000: make serve STAGE=naive|...|fast (the final)
 	$(PYTHON) tasks.py serve --stage $(STAGE) $(ARGS)
 test:           ## the whole test suite, notebooks included
 	$(PYTHON) tasks.py test $(ARGS)

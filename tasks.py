@@ -7,7 +7,8 @@
     python3 tasks.py monitor [--port P | --target HOST:PORT] [prometheus flags]
                                         Prometheus on 127.0.0.1:9090, scraping 127.0.0.1:8000
 
-STAGE is naive, validated, metrics or batched (the default); `--stage=naive` works too.
+STAGE is naive, validated, metrics, batched, lifecycle, hardened or fast (the default);
+`--stage=naive` works too.
 `setup` creates .venv, installs requirements.txt (again only when it changes) and trains the
 default model if models/LATEST is missing. The Makefile offers the same commands as targets.
 Stop a server, a test run, JupyterLab or a benchmark with Ctrl-C or SIGTERM: the signal is passed
@@ -429,9 +430,10 @@ def listens(pgid: int, host: str, port: int) -> bool:
 
 
 class ServerOutput:
-    """The final stage's stdout, copied to ours as it comes, and watched for the start-up lines
-    that say whether the model loaded: ``model_loaded`` (one per worker) or ``model_load_failed``
-    (its ``error``, the cause /ready gives as "model not loaded: ...").
+    """The stdout of a stage that loads in the background (lifecycle and later), copied to ours
+    as it comes, and watched for the start-up lines that say whether the model loaded:
+    ``model_loaded`` (one per worker) or ``model_load_failed`` (its ``error``, the cause /ready
+    gives as "model not loaded: ...").
 
     Reading these lines instead of polling /ready means no probe request reaches the server's
     access log (the student's logs/requests.log).
@@ -497,9 +499,9 @@ def wait_until_ready(
     """Wait until our own server is ready, then print ``ready: URL``; None to keep it running,
     or an exit status when it never can be (its model cannot be loaded).
 
-    Nothing here sends the server a request: stages 1-3 load their model before they listen,
-    so our process listening on the port means ready; the final stage listens at once and loads
-    in the background, so its ``model_loaded`` lines (``output``, one per worker) say when.
+    Nothing here sends the server a request: stages 1-4 load their model before they listen,
+    so our process listening on the port means ready; stages 5-7 listen at once and load
+    in the background, so their ``model_loaded`` lines (``output``, one per worker) say when.
     """
     base = f"http://{host}:{port}"
     level = os.environ.get("INFERENCE_LOG_LEVEL", "INFO").upper()
@@ -600,7 +602,7 @@ def parse_serve_args(args: list[str]) -> tuple[str, argparse.Namespace, list[str
 
 
 def serve(args: list[str]) -> int:
-    """Run one stage's server on 127.0.0.1:8000 (default: the final, batched stage)."""
+    """Run one stage's server on 127.0.0.1:8000 (default: the final, fast stage)."""
     stage, opts, extra = parse_serve_args(args)
     other = opts.port + 1 if opts.port < 65535 else 8001
     hint = f". Stop it, or choose another port: --port {other}"
@@ -614,7 +616,7 @@ def serve(args: list[str]) -> int:
     cmd = server_argv(stage, opts.host, opts.port, extra)
     say("+ " + " ".join(map(str, cmd)))
     host = "127.0.0.1" if opts.host in ("0.0.0.0", "::") else opts.host
-    watch = stage == FINAL_STAGE  # it loads its model after it listens: its output says when
+    watch = STAGES[stage].loads_in_background  # it listens, then loads: its output says when
     outputs: list[ServerOutput] = []
 
     def on_start(proc: subprocess.Popen) -> int | None:

@@ -5,7 +5,7 @@ Notebook 08 (``notebooks/08_debugging.ipynb``) drives these pieces; lesson 08 ex
     from loadtest.launcher import StageServer
     from monitoring import drills
 
-    with StageServer("batched", env=...) as server, drills.Prometheus(server.url) as prom:
+    with StageServer("fast", env=...) as server, drills.Prometheus(server.url) as prom:
         with drills.Traffic(server.url, rate=100):             # steady, ordinary traffic
             alert = prom.wait_for_alert("InferenceLatencyP99High", timeout=60)
         df = prom.range("job:http_request_duration_seconds:p99_rate10s", start, end)

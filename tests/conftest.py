@@ -21,6 +21,7 @@ from sentiment_model.artifact import MODELS_ROOT, export_model
 from sentiment_model.data import Splits, load_splits
 from sentiment_model.train import data_summary, fit
 from serving.settings import load_settings
+from serving.stages import FINAL_STAGE, STAGES
 
 _MODELS_BEFORE = pytest.StashKey[tuple[str, list[str]]]()
 
@@ -85,11 +86,10 @@ def small_model_dir(tmp_path_factory, sample: pd.DataFrame, splits: Splits) -> P
 # --- Stages in-process ------------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parent.parent
 STAGE_FILES = {  # every stage's module is named `inference_server`, so each is loaded by path
-    "naive": ROOT / "lessons" / "01_naive" / "inference_server.py",
-    "validated": ROOT / "lessons" / "02_validated" / "inference_server.py",
-    "metrics": ROOT / "lessons" / "03_metrics" / "inference_server.py",
-    "batched": ROOT / "inference_server.py",
+    name: ROOT / stage.app_dir / "inference_server.py" for name, stage in STAGES.items()
 }
+# The stages with /ready (batched and later): start_stage waits for it before the first request.
+READY_STAGES = tuple(STAGES)[tuple(STAGES).index("batched") :]
 
 
 def _import_stage(stage: str) -> ModuleType:
@@ -120,7 +120,7 @@ class StageStarter:
         self.monkeypatch = monkeypatch
         self.defaults = {"model_dir": model_dir, "log_path": log_path}
 
-    def app(self, stage: str = "batched", *, load_model=None, **settings):
+    def app(self, stage: str = FINAL_STAGE, *, load_model=None, **settings):
         """A new, unstarted app of ``stage`` with these settings (names as in Settings, in any
         case: ``max_queue=3`` or ``MAX_QUEUE=3``) and ``load_model`` (default: the real one).
         A bad setting raises SystemExit naming its INFERENCE_* variable, as at start-up."""
@@ -140,7 +140,7 @@ class StageStarter:
     @contextmanager
     def __call__(
         self,
-        stage: str = "batched",
+        stage: str = FINAL_STAGE,
         *,
         load_model=None,
         ready: bool = True,
@@ -148,16 +148,16 @@ class StageStarter:
         **settings,
     ) -> Iterator[TestClient]:
         """Start ``stage`` (lifespan included) and yield a TestClient; ``client.app`` is the
-        app. With ``ready`` it first waits until /ready says 200 (the final stage loads its
-        model in the background)."""
+        app. With ``ready`` it first waits until /ready says 200 (the stages from lifecycle on
+        load their model in the background)."""
         app = self.app(stage, load_model=load_model, **settings)
         with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
-            if ready and stage == "batched":
+            if ready and stage in READY_STAGES:
                 self.wait_ready(client)
             yield client
 
     def wait_ready(self, client: TestClient) -> None:
-        """Wait until the final stage's background model load is done (/ready says 200)."""
+        """Wait until a stage's background model load is done (/ready says 200)."""
         self.wait_until(lambda: client.get("/ready").status_code == 200, "server not ready")
 
     @staticmethod
@@ -174,8 +174,8 @@ def start_stage(stage_modules, monkeypatch, tmp_path: Path, small_model_dir: Pat
     """Start any stage in-process with its own settings and model loader.
 
     ``with start_stage("metrics", max_body_bytes=2048) as client: ...`` runs the app's lifespan
-    (model loaded, for the final stage /ready == 200) and stops it at the end of the block;
-    ``start_stage.app("batched", load_model=gate.load)`` builds an app without starting it.
+    (model loaded; from the batched stage on, /ready == 200) and stops it at the end of the block;
+    ``start_stage.app("fast", load_model=gate.load)`` builds an app without starting it.
     Defaults: the small model, and the JSON log in ``tmp_path / "requests.log"``.
     """
     return StageStarter(stage_modules, monkeypatch, small_model_dir, tmp_path / "requests.log")

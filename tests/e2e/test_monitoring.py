@@ -111,7 +111,7 @@ def test_monitor_command_runs_prometheus_and_stops_cleanly_on_sigterm(tmp_path):
 def test_no_alert_fires_on_a_healthy_server_under_ordinary_load(tmp_path):
     need("prometheus")
     env = {"INFERENCE_LOG_PATH": str(tmp_path / "requests.log")}
-    server = StageServer("batched", env=env, log_path=tmp_path / "stdout.log")
+    server = StageServer("fast", env=env, log_path=tmp_path / "stdout.log")
     with server, drills.Prometheus(server.url) as prom:
         prom.wait_scraped()
         with drills.Traffic(server.url, rate=100) as traffic:

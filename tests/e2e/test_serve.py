@@ -29,7 +29,7 @@ def start(tmp_path, small_model_dir):
     """Make (not start) a server: a stage under a launcher, its output in ``tmp_path``."""
     started: list[StageServer] = []
 
-    def make(launcher: tuple[str, ...], stage: str = "batched", **env: object) -> StageServer:
+    def make(launcher: tuple[str, ...], stage: str = "fast", **env: object) -> StageServer:
         settings = {"MODEL_DIR": small_model_dir, "LOG_PATH": tmp_path / "requests.log"}
         server = StageServer(
             stage,
@@ -86,7 +86,7 @@ def test_bad_setting_stops_the_launcher_with_a_message(start):
     assert "Traceback" not in server.log_text()  # a message, not a stack
 
 
-@pytest.mark.parametrize("stage", ["batched", "metrics"])
+@pytest.mark.parametrize("stage", ["fast", "metrics"])
 def test_launcher_ignores_sighup_and_logs_it(start, stage):
     # SIGHUP (a closed terminal, kill -HUP) used to end the server at once, without a drain.
     # The final stage's own handler logs it to its log; the launcher covers every stage.

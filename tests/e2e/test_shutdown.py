@@ -23,7 +23,7 @@ def final_stage(tmp_path: Path, env: dict[str, object]) -> StageServer:
     which exits 0 after a complete drain), not started yet, unpinned; its output (stdout and
     stderr) goes to ``tmp_path/server.log``."""
     return StageServer(
-        "batched",
+        "fast",
         launcher=("-m", "serving.serve"),
         env={f"INFERENCE_{k}": str(v) for k, v in env.items()},
         log_path=tmp_path / "server.log",

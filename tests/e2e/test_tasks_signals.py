@@ -82,7 +82,8 @@ def start_serve(scratch_root: Path, small_model_dir: Path, *args: str):
     [
         (["--stage", "naive"], signal.SIGTERM),
         (["--stage=validated"], signal.SIGINT),
-        (["batched"], signal.SIGTERM),
+        (["lifecycle"], signal.SIGINT),  # loads in the background too: its output says ready
+        (["fast"], signal.SIGTERM),
     ],
 )
 def test_serve_waits_for_ready_and_stops_cleanly(scratch_root, small_model_dir, stage_args, sig):
@@ -107,13 +108,14 @@ def test_serve_waits_for_ready_and_stops_cleanly(scratch_root, small_model_dir, 
 
 def test_unknown_stage_lists_the_choices(scratch_root):
     done = subprocess.run(
-        [sys.executable, str(scratch_root / "tasks.py"), "serve", "fast"],
+        [sys.executable, str(scratch_root / "tasks.py"), "serve", "fastest"],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert done.returncode == 2
-    assert "unknown stage 'fast'; choose one of naive, validated, metrics, batched" in done.stderr
+    choices = "naive, validated, metrics, batched, lifecycle, hardened, fast"
+    assert f"unknown stage 'fastest'; choose one of {choices}" in done.stderr
 
 
 def serve_env(scratch_root: Path, model_dir: Path) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Helpers shared by the final stage's in-process tests (test_stage_batched, test_hostile_bodies).
+"""Helpers shared by the in-process tests of the batched stage and later (test_stage_batched,
+test_hostile_bodies): ``stages_from``, a gated model, scenarios in one event loop.
 
 A model held at a gate, and scenarios run in one event loop (httpx.ASGITransport), so requests
 in flight at the same time are deterministic: no sleeps decide an outcome. Imported as
@@ -18,6 +19,13 @@ import httpx
 from fastapi import FastAPI
 
 from sentiment_model import load_model
+from serving.stages import STAGES
+
+
+def stages_from(first: str) -> list[str]:
+    """``first`` and every later stage: those that have what ``first`` introduced."""
+    names = list(STAGES)
+    return names[names.index(first) :]
 
 
 def metric(app: FastAPI, name: str, **labels: str) -> float:

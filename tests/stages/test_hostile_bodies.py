@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from gating import GatedModel, metric, run_scenario, until
+from gating import GatedModel, metric, run_scenario, stages_from, until
 
 from sentiment_model import load_model
 from serving.logs import flush_logs
@@ -102,14 +102,16 @@ def test_no_raw_text_in_the_log_even_when_the_model_fails(start_stage, tmp_path)
     assert SECRET not in text and "unhandled_error" in text
 
 
+@pytest.mark.parametrize("stage", stages_from("hardened"))
 @pytest.mark.parametrize("depth", [1_000, 5_000, 100_000])
-def test_deep_nesting_is_422(client, depth):
+def test_deep_nesting_is_422(start_stage, stage, depth):
     # 100,000 levels (200 KB) only fit /predict/batch's body limit; /predict answers 413.
-    for path in ("/predict", "/predict/batch") if depth < 50_000 else ("/predict/batch",):
-        r = client.post(path, content="[" * depth + "]" * depth, headers=HEADERS)
-        assert r.status_code == 422
-        r = client.post(path, content='{"text": ' + "[" * depth + "]" * depth + "}")
-        assert r.status_code == 422
+    with start_stage(stage) as client:
+        for path in ("/predict", "/predict/batch") if depth < 50_000 else ("/predict/batch",):
+            r = client.post(path, content="[" * depth + "]" * depth, headers=HEADERS)
+            assert r.status_code == 422
+            r = client.post(path, content='{"text": ' + "[" * depth + "]" * depth + "}")
+            assert r.status_code == 422
 
 
 def test_duplicate_keys_take_the_last_value(client):
@@ -137,11 +139,12 @@ def test_413_is_counted_under_its_route_however_it_is_found(start_stage):
     assert metric(app, "http_requests_total", method="POST", route="unmatched", status="413") == 0
 
 
-def test_docs_are_off_by_default_and_the_schema_stays(start_stage):
-    with start_stage() as c:
+@pytest.mark.parametrize("stage", stages_from("hardened"))
+def test_docs_are_off_by_default_and_the_schema_stays(start_stage, stage):
+    with start_stage(stage) as c:
         assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
         assert c.get("/openapi.json").status_code == 200
-    with start_stage(DOCS="true") as c:
+    with start_stage(stage, DOCS="true") as c:
         assert c.get("/docs").status_code == 200
 
 
@@ -236,10 +239,11 @@ def test_text_that_expands_to_just_the_limit_is_answered(client):
     assert client.post("/predict", json={"text": accented}).status_code == 200
 
 
-def test_a_body_larger_than_its_route_can_need_is_413(start_stage):
+@pytest.mark.parametrize("stage", stages_from("hardened"))
+def test_a_body_larger_than_its_route_can_need_is_413(start_stage, stage):
     """/predict's limit is its longest text at the worst JSON escape (12 bytes a character),
     /predict/batch's that times MAX_BATCH_ITEMS; MAX_BODY_BYTES stays the outer bound."""
-    with start_stage(MAX_TEXT_CHARS=100, MAX_BATCH_ITEMS=4, MAX_QUEUE=8) as c:
+    with start_stage(stage, MAX_TEXT_CHARS=100, MAX_BATCH_ITEMS=4, MAX_QUEUE=8) as c:
         worst = "\U0001f600" * 100  # json.dumps escapes each as a 12-byte surrogate pair
         r = c.post("/predict", content=json.dumps({"text": worst}, indent=4), headers=HEADERS)
         assert r.status_code == 200, r.text  # the largest valid request still fits

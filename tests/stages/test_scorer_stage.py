@@ -15,7 +15,7 @@ def served_lines(
     start_stage, log_path: Path, texts: list[str], **settings
 ) -> tuple[list[dict], list[dict]]:
     """Start the final stage, predict ``texts``, stop it; return (answers, JSON log lines)."""
-    with start_stage("batched", log_path=log_path, **settings) as client:
+    with start_stage("fast", log_path=log_path, **settings) as client:
         answers = [client.post("/predict", json={"text": t}).json() for t in texts]
     flush_logs()  # the final stage writes its log in a background thread
     lines = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines()]
@@ -57,4 +57,4 @@ def test_unsupported_pipeline_falls_back_to_sklearn_with_a_warning(
 
 def test_bad_scorer_setting_stops_start_up(start_stage, tmp_path):
     with pytest.raises(SystemExit, match="INFERENCE_SCORER"):
-        start_stage.app("batched", SCORER="onnx", LOG_PATH=tmp_path / "r.log")
+        start_stage.app("fast", SCORER="onnx", LOG_PATH=tmp_path / "r.log")

@@ -1,4 +1,5 @@
-"""The final stage's contract (top-level inference_server.py), line by line.
+"""The final stage's contract (top-level inference_server.py), line by line; a test of what an
+earlier stage introduced runs on that stage and every later one (``stages_from``).
 
 Each test builds its own app with ``start_stage`` (tests/conftest.py), so settings, metrics
 registry and log file are the test's own; ``client`` is tests/stages/conftest.py's and the
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gating import GatedModel, metric, run_scenario, until
+from gating import GatedModel, metric, run_scenario, stages_from, until
 from prometheus_client.parser import text_string_to_metric_families
 
 from sentiment_model import load_model
@@ -158,26 +159,34 @@ def test_unknown_path_and_wrong_method(client):
     assert client.post("/health").status_code == 405
 
 
+@pytest.mark.parametrize("stage", stages_from("hardened"))
 @pytest.mark.parametrize("path", ["/predict/", "/predict/batch/", "/health/", "/ready/"])
-def test_trailing_slash_is_404_not_a_redirect_built_from_the_host_header(client, path):
+def test_trailing_slash_is_404_not_a_redirect_built_from_the_host_header(start_stage, stage, path):
     """Starlette's slash redirect wrote the client's Host into Location (an open redirect)."""
-    for r in (client.get(path, headers={"Host": "evil.example"}), client.post(path, json={})):
+    with start_stage(stage) as client:
+        responses = (client.get(path, headers={"Host": "evil.example"}), client.post(path, json={}))
+    for r in responses:
         assert r.status_code == 404, r.headers
         assert "location" not in r.headers
 
 
+@pytest.mark.parametrize("stage", stages_from("lifecycle"))
 @pytest.mark.parametrize("path", ["/health", "/ready"])
-def test_probes_answer_head_like_get(client, path):
-    get, head = client.get(path), client.head(path)
-    assert (head.status_code, get.status_code) == (200, 200)
-    assert head.headers["content-type"] == get.headers["content-type"] == "application/json"
-    assert metric(client.app, "http_requests_total", method="HEAD", route=path, status="200") == 1
+def test_probes_answer_head_like_get(start_stage, stage, path):
+    with start_stage(stage) as client:
+        get, head = client.get(path), client.head(path)
+        assert (head.status_code, get.status_code) == (200, 200)
+        assert head.headers["content-type"] == get.headers["content-type"] == "application/json"
+        labels = {"method": "HEAD", "route": path, "status": "200"}
+        assert metric(client.app, "http_requests_total", **labels) == 1
 
 
-def test_head_on_a_draining_server_says_503_with_retry_after(client):
-    client.app.state.server.begin_drain()
-    r = client.head("/ready")
-    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+@pytest.mark.parametrize("stage", stages_from("lifecycle"))
+def test_head_on_a_draining_server_says_503_with_retry_after(start_stage, stage):
+    with start_stage(stage) as client:
+        client.app.state.server.begin_drain()
+        r = client.head("/ready")
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
 
 
 # --- body size ------------------------------------------------------------------------------
@@ -405,8 +414,9 @@ def test_log_text_opt_in(start_stage, tmp_path):
     assert "opt-in review text" in (tmp_path / "requests.log").read_text(encoding="utf-8")
 
 
-def test_start_up_and_shutdown_are_logged(start_stage, tmp_path, small_model_dir):
-    with start_stage(MAX_BATCH_WAIT_MS="3"):
+@pytest.mark.parametrize("stage", stages_from("lifecycle"))
+def test_start_up_and_shutdown_are_logged(start_stage, tmp_path, small_model_dir, stage):
+    with start_stage(stage, MAX_BATCH_WAIT_MS="3"):
         pass
     lines = log_lines(tmp_path / "requests.log")
     [loaded] = [line for line in lines if line["event"] == "model_loaded"]
@@ -419,14 +429,15 @@ def test_start_up_and_shutdown_are_logged(start_stage, tmp_path, small_model_dir
 
 
 # --- readiness --------------------------------------------------------------------------------
-def test_not_ready_while_loading(start_stage):
+@pytest.mark.parametrize("stage", stages_from("lifecycle"))
+def test_not_ready_while_loading(start_stage, stage):
     release = threading.Event()
 
     def slow_load(path):
         release.wait(10)
         return load_model(path)
 
-    with start_stage(load_model=slow_load, ready=False) as c:
+    with start_stage(stage, load_model=slow_load, ready=False) as c:
         server = c.app
         r = c.get("/health")
         assert r.json() == {"status": "ok", "model_loaded": False, "model_version": None}
@@ -456,13 +467,16 @@ def corrupt_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.parametrize("stage", stages_from("lifecycle"))
 @pytest.mark.parametrize("problem", ["missing", "checksum"])
-def test_model_that_cannot_load_keeps_process_up(start_stage, tmp_path, small_model_dir, problem):
+def test_model_that_cannot_load_keeps_process_up(
+    start_stage, tmp_path, small_model_dir, problem, stage
+):
     if problem == "missing":
         model_dir, expected = tmp_path / "no-such-model", "model directory does not exist"
     else:
         model_dir, expected = corrupt_copy(small_model_dir, tmp_path / "bad"), "sha256"
-    with start_stage(MODEL_DIR=model_dir, ready=False) as c:
+    with start_stage(stage, MODEL_DIR=model_dir, ready=False) as c:
         start_stage.wait_until(lambda: c.app.state.server.load_error is not None, "no error")
         assert c.get("/health").json() == {
             "status": "ok",
@@ -500,10 +514,11 @@ def test_shutting_down_refuses_new_predictions(client):
 
 
 # --- overload, timeout, failures --------------------------------------------------------------
-def test_full_queue_is_503_with_retry_after(start_stage):
+@pytest.mark.parametrize("stage", stages_from("batched"))
+def test_full_queue_is_503_with_retry_after(start_stage, stage):
     gate = GatedModel()
     server = start_stage.app(
-        MAX_QUEUE=3, MAX_BATCH_ITEMS=2, MAX_BATCH_WAIT_MS=0, load_model=gate.load
+        stage, MAX_QUEUE=3, MAX_BATCH_ITEMS=2, MAX_BATCH_WAIT_MS=0, load_model=gate.load
     )
     results: dict = {}
 
@@ -538,9 +553,12 @@ def test_full_queue_is_503_with_retry_after(start_stage):
     assert all("one too many" not in b for b in gate.batches)
 
 
-def test_waiting_too_long_is_504_and_never_runs(start_stage):
+@pytest.mark.parametrize("stage", stages_from("batched"))
+def test_waiting_too_long_is_504_and_never_runs(start_stage, stage):
     gate = GatedModel()
-    server = start_stage.app(REQUEST_TIMEOUT_S="0.2", MAX_BATCH_WAIT_MS=0, load_model=gate.load)
+    server = start_stage.app(
+        stage, REQUEST_TIMEOUT_S="0.2", MAX_BATCH_WAIT_MS=0, load_model=gate.load
+    )
     results: dict[str, httpx.Response] = {}
 
     async def scenario(c: httpx.AsyncClient):

@@ -287,9 +287,9 @@ def test_make_command_is_a_valid_dry_run(command: str):
 def test_checker_catches_what_does_not_work():
     bad = {
         "uvicorn --app-dir lessons/01_naive inference_server:app": "needs an activated .venv",
-        "make serve STAGE=fast": "no stage 'fast'",
+        "make serve STAGE=fastest": "no stage 'fastest'",
         "make deploy": "no make target 'deploy'",
-        "python3 tasks.py serve --stage=fast": "no stage 'fast'",
+        "python3 tasks.py serve --stage=fastest": "no stage 'fastest'",
         "python3 tasks.py deploy": "no command 'deploy'",
         ".venv/bin/python -m loadtest.nothing": "no module loadtest.nothing",
         ".venv/bin/uvicorn --app-dir lessons/09_none inference_server:app": "does not exist",

@@ -53,7 +53,7 @@ def test_default_stage_and_options_passed_on_to_the_launcher():
     args = ["--port", "8001", "--log-level", "debug", "--workers", "2"]
     stage, opts, extra = tasks.parse_serve_args(args)
     assert (stage, opts.port, extra) == (
-        "batched",
+        "fast",
         8001,
         ["--log-level", "debug", "--workers", "2"],
     )
@@ -67,8 +67,12 @@ def test_default_stage_and_options_passed_on_to_the_launcher():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["fast"], "unknown stage 'fast'; choose one of naive, validated, metrics, batched"),
-        (["--stage", "fast"], "invalid choice: 'fast'"),
+        (
+            ["fastest"],
+            "unknown stage 'fastest'; choose one of naive, validated, metrics, batched, "
+            "lifecycle, hardened, fast",
+        ),
+        (["--stage", "fastest"], "invalid choice: 'fastest'"),
         (["naive", "--stage", "metrics"], "two stages given"),
     ],
 )
