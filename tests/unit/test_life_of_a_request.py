@@ -23,7 +23,8 @@ MAX_WORDS = 1_600  # "about 1,500": a map, not a lesson
 FILE = r"(?:[\w-]+/)*[\w-]+\.py"
 FILE_REF = re.compile(rf"(?<![\w/.-])({FILE}|(?:[\w-]+/)*[\w-]+\.(?:md|ipynb))(?![\w/])")
 SYMBOL_REF = re.compile(rf"(?<![\w/.-])({FILE}):([A-Za-z_][\w.]*\w)")
-MODULE_REF = re.compile(r"(?<![\w/.])((?:[a-z_]+\.)+[a-z_]+)(?<!\.py):([A-Za-z_]\w*)")  # pkg.mod:Name
+# pkg.module:Name, as uvicorn's --http takes it (serving.protocol:LimitedHttpToolsProtocol)
+MODULE_REF = re.compile(r"(?<![\w/.])((?:[a-z_]+\.)+[a-z_]+)(?<!\.py):([A-Za-z_]\w*)")
 PARTICIPANT = re.compile(rf"^\s*participant\s+\w+\s+as\s+({FILE})<br/>(\w+)\s*$", re.M)
 ARROW = re.compile(r"^\s*\w+\s*(?:-->>|->>|--\)|-\)|--x|-x|-->|->)[+-]?\s*\w+\s*:", re.M)
 WALK_STEP = re.compile(r"^(\d+)\. ", re.M)
@@ -89,10 +90,17 @@ def test_every_file_function_the_page_names_is_defined_there() -> None:
     assert len(refs) >= 20, refs  # the walk gives file:function for each step
     wrong = sorted(f"{path}:{name}" for path, name in refs if not defines(path, name))
     assert not wrong, f"not defined where the page says: {wrong}"
-    modules = set(MODULE_REF.findall(page()))  # serving.protocol:LimitedHttpToolsProtocol
-    for module, name in modules:
+    for module, name in set(MODULE_REF.findall(page())):
         path = module.replace(".", "/") + ".py"
         assert (ROOT / path).is_file() and defines(path, name), f"{module}:{name}"
+
+
+def test_the_diagram_names_every_file_the_walk_names() -> None:
+    # The picture alone must show the whole path: every file of a step, in a participant, a
+    # message or a note.
+    walk = page().split("## The walk", 1)[1].split("\n## ", 1)[0]
+    missing = sorted(set(FILE_REF.findall(walk)) - set(FILE_REF.findall(diagram())))
+    assert not missing, f"the walk names files the diagram does not: {missing}"
 
 
 def test_each_participant_of_the_diagram_is_defined_in_its_file() -> None:
@@ -140,7 +148,9 @@ def test_the_diagram_names_the_final_stage_middlewares_in_the_order_they_run(fin
 
 def test_the_diagram_names_the_route_class_of_predict(final_app) -> None:
     [route] = [
-        r for r in final_app.routes if getattr(r, "path", None) == "/predict" and "POST" in r.methods
+        r
+        for r in final_app.routes
+        if getattr(r, "path", None) == "/predict" and "POST" in getattr(r, "methods", ())
     ]
     cls = type(route)
     drawn = (cls.__module__.replace(".", "/") + ".py", cls.__name__)
