@@ -163,7 +163,12 @@ def problems(words: list[str], fenced: bool) -> list[str]:
             continue
         path_part = word.split("=", 1)[-1]
         top = path_part.split("/")[0]
-        repo_path = "/" in path_part and (ROOT / top).exists() and top not in RUNTIME_DIRS
+        repo_path = (
+            "/" in path_part
+            and not path_part.startswith("/")  # the reader's own /tmp/..., not the repository's
+            and (ROOT / top).exists()
+            and top not in RUNTIME_DIRS
+        )
         if repo_path and not (ROOT / path_part).exists():
             found.append(f"{path_part} does not exist")
     if program in ("python3", "python") or re.fullmatch(r"python3\.\d+", program):
@@ -223,7 +228,12 @@ def uvicorn_problems(args: list[str]) -> list[str]:
     app_dir = "."
     if "--app-dir" in args:
         app_dir = args[args.index("--app-dir") + 1]
-    apps = [a for a in args if re.fullmatch(r"[\w.]+:\w+", a)]
+    # The positional app only: an option's value (--http serving.protocol:Class) is not the app.
+    apps = [
+        a
+        for before, a in zip(["", *args], args)
+        if re.fullmatch(r"[\w.]+:\w+", a) and not before.startswith("-")
+    ]
     found = []
     for app in apps:
         module = app.split(":")[0].replace(".", "/")

@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from sentiment_model import ModelLoadError
-from serving.schemas import body_limits
+from serving.jsonbody import body_limits
 from serving.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[3]
