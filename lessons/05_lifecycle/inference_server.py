@@ -72,9 +72,10 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         started = time.perf_counter()
         try:
             model = await asyncio.to_thread(load_model, settings.model_dir)
-            # The model is hundreds of thousands of long-lived objects (its vocabulary). Move
-            # them out of the collector's reach, or every full collection walks them all: a
-            # 130-180 ms pause under load, which is what set the p99.
+            # Everything alive now lives as long as the process: about 140,000 objects the
+            # collector tracks (mostly the libraries'; the vocabulary dict holds only strings
+            # and ints). Move them out of its reach, or every full collection walks them all:
+            # a pause of about 0.1 s under load (lessons/05_lifecycle/README.md).
             gc.collect()
             gc.freeze()
         except Exception as e:

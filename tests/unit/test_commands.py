@@ -231,7 +231,7 @@ def uvicorn_problems(args: list[str]) -> list[str]:
     # The positional app only: an option's value (--http serving.protocol:Class) is not the app.
     apps = [
         a
-        for before, a in zip(["", *args], args)
+        for before, a in zip(["", *args], args, strict=False)
         if re.fullmatch(r"[\w.]+:\w+", a) and not before.startswith("-")
     ]
     found = []
