@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -155,3 +156,15 @@ def test_the_diagram_names_the_route_class_of_predict(final_app) -> None:
     cls = type(route)
     drawn = (cls.__module__.replace(".", "/") + ".py", cls.__name__)
     assert drawn in PARTICIPANT.findall(diagram())
+
+
+def test_the_final_stage_notebook_shows_the_same_diagram() -> None:
+    """Notebook 07 carries a copy of the diagram (JupyterLab 4 draws mermaid fences) and links
+    the page: the copy is the page's, character for character."""
+    [notebook] = STAGES[FINAL_STAGE].notebooks
+    cells = json.loads((ROOT / notebook).read_text(encoding="utf-8"))["cells"]
+    markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    copies = [m for m in markdown if "```mermaid" in m]
+    assert len(copies) == 1, f"{notebook} has one mermaid diagram"
+    assert re.findall(r"```mermaid\n(.*?)```", copies[0], re.S) == [diagram()]
+    assert "../lessons/life_of_a_request.md" in copies[0]
