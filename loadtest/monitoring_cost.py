@@ -6,8 +6,8 @@ against what the monitored stage does (clean, ``model.predict_with_signals``, ob
 histograms, count the label, remember the prediction for POST /feedback). The two run
 interleaved, several rounds; the price of monitoring per request is the median of the rounds'
 differences (monitored minus fast), so a busy neighbour on a shared machine hurts both alike.
-The parts alone (the three histogram updates of one text; remembering one prediction) are timed
-with ``timeit`` (best of 7), like loadtest/text_cost.py.
+The parts alone (the three histogram updates of one text, and per text of a batch of 32;
+remembering one prediction) are timed with ``timeit`` (best of 7), like loadtest/text_cost.py.
 
 Both in one process and as one of several workers (``PROMETHEUS_MULTIPROC_DIR`` set: every
 metric update writes a memory-mapped file), each in its own interpreter, since
@@ -80,6 +80,10 @@ def measure(n_texts: int = 400, rounds: int = 15) -> dict:
     diffs = sorted(b - a for a, b in zip(plain, with_monitoring, strict=True))
     one = [Signals(12, 0.1, 0.93)]
     observe_us = min(timeit.repeat(lambda: monitor.observe(one), number=2000, repeat=7)) / 2000
+    # Under load the batcher hands the model several texts at once: the histograms are updated
+    # once per batch (serving.monitoring.observe_all). Per text, for a batch of 32 real ones:
+    _, batch = model.predict_with_signals([clean_text(t) for t in texts[:32]])
+    batch_us = min(timeit.repeat(lambda: monitor.observe(batch), number=200, repeat=7)) / 200
     store = FeedbackStore(100_000, 3600)
     more_ids = [new_request_id() for _ in range(7 * 2000)]
     it = iter(more_ids)
@@ -96,6 +100,7 @@ def measure(n_texts: int = 400, rounds: int = 15) -> dict:
         "monitoring_us": round(statistics.median(diffs), 2),
         "monitoring_us_per_round": [round(d, 2) for d in diffs],
         "observe_signals_us": round(observe_us * 1e6, 2),
+        "observe_signals_us_per_text_batch32": round(batch_us / len(batch) * 1e6, 2),
         "remember_prediction_us": round(remember_us * 1e6, 2),
         "model_version": model.version,
     }
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{name:16s} fast {r['fast_us']:7.1f} us  monitored {r['monitored_us']:7.1f} us  "
             f"-> {r['monitoring_us']:+.1f} us per request (observe {r['observe_signals_us']} us, "
+            f"batch of 32: {r['observe_signals_us_per_text_batch32']} us per text; "
             f"remember {r['remember_prediction_us']} us)"
         )
     print(f"wrote {args.out.relative_to(ROOT)}")

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from pydantic import ValidationError
 
 from sentiment_model.signals import (
@@ -18,7 +18,7 @@ from sentiment_model.signals import (
     UNKNOWN_BUCKETS,
     Signals,
 )
-from serving.monitoring import FeedbackRequest, FeedbackStore, ModelMonitor
+from serving.monitoring import FeedbackRequest, FeedbackStore, ModelMonitor, observe_all
 from serving.settings import SettingsError, load_settings
 
 
@@ -251,3 +251,21 @@ def test_feedback_is_counted_by_outcome_from_zero():
     with pytest.raises(HTTPException):
         monitor.give_feedback(feedback("b", "negative"))  # refused: not counted again
     assert (count("correct"), count("wrong")) == (1, 1)
+
+
+def test_a_batch_observed_at_once_gives_what_observe_gives_value_by_value():
+    values = [0.5, 0.6, 0.6000001, 0.7, 0.95, 0.99, 1.0, 0.61, 0.83, 0.999, 0.6, 1.0]
+    tokens = [0, 5, 6, 20, 21, 1000, 1001, 5000, 3, 3]
+    for bounds, batch in ((CONFIDENCE_BUCKETS, values), (TOKEN_BUCKETS, tokens)):
+        one_by_one, at_once = CollectorRegistry(), CollectorRegistry()
+        a = Histogram("h", "h", buckets=bounds, registry=one_by_one)
+        b = Histogram("h", "h", buckets=bounds, registry=at_once)
+        for v in batch:
+            a.observe(v)
+        observe_all(b, batch)
+        observe_all(b, [])  # nothing to add
+        assert buckets(at_once, "h") == buckets(one_by_one, "h")
+        assert at_once.get_sample_value("h_sum") == pytest.approx(
+            one_by_one.get_sample_value("h_sum")
+        )
+        assert at_once.get_sample_value("h_count") == len(batch)
