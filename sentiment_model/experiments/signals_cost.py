@@ -3,9 +3,11 @@
 ``python -m sentiment_model.experiments.signals_cost`` loads the default model (models/LATEST),
 builds its direct scorer and times, one text per call as a server without batching scores them,
 ``predict_proba([text])`` against ``predict_with_signals([text])`` on short texts (the Rotten
-Tomatoes sentences of the test split) and on long ones (the IMDB reviews). The two run
-interleaved, several rounds, and the median round is kept, so a busy neighbour on a shared
-machine hurts both alike. The difference per text is the price of the signals.
+Tomatoes sentences of the test split) and on long ones (IMDB reviews). For every text the two
+calls run back to back (in alternating order), and the price of the signals is the median of
+the paired differences: a neighbour that takes the CPU away hits single calls, which the median
+ignores, where a difference of total times would carry it. The machine's load average is
+recorded with the result.
 
 Results go to ``benchmarks/results/signals/signals_cost.json``.
 """
@@ -27,15 +29,36 @@ from sentiment_model.scorer import build_direct_scorer
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "signals"
 
 
-def _per_text_us(call, texts: list[str]) -> float:
-    start = time.perf_counter()
-    for text in texts:
-        call([text])
-    return (time.perf_counter() - start) / len(texts) * 1e6
+def _paired(plain, with_signals, texts: list[str], rounds: int) -> tuple[list, list, list]:
+    """Per text and round: the time of one plain call and one call with signals, back to back
+    (their order alternates by round, so neither always runs with the warmer caches)."""
+    clock = time.perf_counter_ns
+    a_times, b_times, diffs = [], [], []
+    for r in range(rounds):
+        for text in texts:
+            batch = [text]
+            if r % 2 == 0:
+                t0 = clock()
+                plain(batch)
+                t1 = clock()
+                with_signals(batch)
+                t2 = clock()
+                a, b = t1 - t0, t2 - t1
+            else:
+                t0 = clock()
+                with_signals(batch)
+                t1 = clock()
+                plain(batch)
+                t2 = clock()
+                a, b = t2 - t1, t1 - t0
+            a_times.append(a / 1e3)
+            b_times.append(b / 1e3)
+            diffs.append((b - a) / 1e3)
+    return a_times, b_times, diffs
 
 
-def measure(n_texts: int = 400, rounds: int = 7) -> dict:
-    """Median microseconds per text of both calls, on short and long texts."""
+def measure(n_texts: int = 800, rounds: int = 10) -> dict:
+    """Median microseconds per text of both calls, and of their paired difference."""
     model = load_model()
     direct = build_direct_scorer(model.pipeline)
     test = load_splits().test
@@ -45,26 +68,28 @@ def measure(n_texts: int = 400, rounds: int = 7) -> dict:
     }
     out = {}
     for name, texts in profiles.items():
-        _per_text_us(direct.predict_with_signals, texts)  # warm-up
-        plain, with_signals = [], []
-        for _ in range(rounds):
-            plain.append(_per_text_us(direct.predict_proba, texts))
-            with_signals.append(_per_text_us(direct.predict_with_signals, texts))
-        p, s = statistics.median(plain), statistics.median(with_signals)
-        diffs = sorted(b - a for a, b in zip(plain, with_signals, strict=True))
+        _paired(direct.predict_proba, direct.predict_with_signals, texts, 1)  # warm-up
+        plain, with_signals, diffs = _paired(
+            direct.predict_proba, direct.predict_with_signals, texts, rounds
+        )
         out[name] = {
             "texts": len(texts),
             "rounds": rounds,
-            "predict_proba_us": round(p, 2),
-            "predict_with_signals_us": round(s, 2),
-            "signals_us": round(s - p, 2),
-            "signals_us_per_round": [round(d, 2) for d in diffs],
+            "predict_proba_us": round(statistics.median(plain), 2),
+            "predict_with_signals_us": round(statistics.median(with_signals), 2),
+            "signals_us": round(statistics.median(diffs), 2),
+            "signals_us_quartiles": [round(q, 2) for q in statistics.quantiles(diffs, n=4)],
         }
     return {
         "command": "python -m sentiment_model.experiments.signals_cost",
         "model_version": model.version,
         "one_text_per_call": True,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "statistic": "median over texts x rounds of the paired difference, one call each",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },
         "profiles": out,
     }
 
@@ -73,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "signals_cost.json")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args(argv)
     record = measure(rounds=args.rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
