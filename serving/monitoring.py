@@ -180,15 +180,20 @@ def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
     loadtest/monitoring_cost.py). ``observe`` makes two updates per value; here a batch of n
     texts makes one for the sum and one per bucket its values fall in. prometheus-client has
     no public call for it, so this adds to the histogram's own ``_sum`` and ``_buckets``
-    (tests/unit/test_feedback_store.py checks the result against ``observe``). One value, or
-    a histogram without those attributes (another version of the library): plain ``observe``.
+    (tests/unit/test_feedback_store.py checks the result against ``observe``). A histogram
+    without those attributes (another version of the library): plain ``observe``.
     """
     buckets = getattr(histogram, "_buckets", None)
     total = getattr(histogram, "_sum", None)
     bounds = getattr(histogram, "_upper_bounds", None)  # the bounds, +Inf last
-    if len(values) == 1 or buckets is None or total is None or bounds is None:
+    if buckets is None or total is None or bounds is None:
         for value in values:
             histogram.observe(value)
+        return
+    if len(values) == 1:  # the common case at low load: the same two updates, less around them
+        [value] = values
+        total.inc(value)
+        buckets[bisect.bisect_left(bounds, value)].inc(1)
         return
     counts: dict[int, int] = {}
     for value in values:  # the first bucket with value <= bound, as observe() picks it

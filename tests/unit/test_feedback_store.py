@@ -262,10 +262,25 @@ def test_a_batch_observed_at_once_gives_what_observe_gives_value_by_value():
         b = Histogram("h", "h", buckets=bounds, registry=at_once)
         for v in batch:
             a.observe(v)
-        observe_all(b, batch)
+        observe_all(b, batch[:-1])
+        observe_all(b, batch[-1:])  # one value: its own path
         observe_all(b, [])  # nothing to add
         assert buckets(at_once, "h") == buckets(one_by_one, "h")
         assert at_once.get_sample_value("h_sum") == pytest.approx(
             one_by_one.get_sample_value("h_sum")
         )
         assert at_once.get_sample_value("h_count") == len(batch)
+
+
+def test_a_histogram_without_the_private_parts_gets_plain_observe():
+    class Plain:  # another version of the library, say
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, value: float) -> None:
+            self.seen.append(value)
+
+    plain = Plain()
+    observe_all(plain, [0.7, 0.9])
+    observe_all(plain, [0.8])
+    assert plain.seen == [0.7, 0.9, 0.8]
