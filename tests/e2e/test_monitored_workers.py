@@ -65,6 +65,8 @@ def test_signals_are_summed_and_feedback_reaches_only_the_worker_that_answered(
                 for r in predictions
             ],
         )
+        batch = httpx.post(server.url + "/predict/batch", json={"texts": ["good", "bad", "meh"]})
+        assert batch.status_code == 200  # its signals: one update per bucket used (observe_all)
         statuses = [r.status_code for r in feedback]
         taken = statuses.count(200)
         assert set(statuses) <= {200, 404}, statuses
@@ -79,8 +81,8 @@ def test_signals_are_summed_and_feedback_reaches_only_the_worker_that_answered(
                 "inference_input_tokens",
                 "inference_unknown_token_ratio",
             ):
-                assert sample[(f"{name}_count", ())] == n, name
-                assert sample[(f"{name}_bucket", (("le", "+Inf"),))] == n, name
+                assert sample[(f"{name}_count", ())] == n + 3, name
+                assert sample[(f"{name}_bucket", (("le", "+Inf"),))] == n + 3, name
             outcomes = {
                 o: sample[("inference_feedback_total", (("outcome", o),))]
                 for o in ("correct", "wrong")
