@@ -100,8 +100,11 @@ class FeedbackStore:
         self.ttl_s = ttl_s
         self.several_workers = several_workers
         self.clock = clock
-        # request id -> (expiry time, labels; a label becomes None once its feedback arrived)
-        self._entries: OrderedDict[str, tuple[float, list[str | None]]] = OrderedDict()
+        # request id -> (expiry time, label, label, ...); a label becomes None once its feedback
+        # arrived. One flat tuple of a float and strings: the garbage collector stops tracking
+        # it the first time it looks, so 100,000 remembered predictions add nothing to later
+        # full collections (lists, or a tuple holding one, would: the stage's gc.freeze() note).
+        self._entries: OrderedDict[str, tuple] = OrderedDict()
         self._size = 0  # texts remembered: the sum of len(labels)
 
     def __len__(self) -> int:
@@ -112,18 +115,18 @@ class FeedbackStore:
         now = self.clock()
         old = self._entries.pop(request_id, None)
         if old is not None:
-            self._size -= len(old[1])
+            self._size -= len(old) - 1
         if len(labels) > self.max_predictions:  # a batch larger than the whole store
             return
-        self._entries[request_id] = (now + self.ttl_s, list(labels))
+        self._entries[request_id] = (now + self.ttl_s, *labels)
         self._size += len(labels)
         entries = self._entries
         while entries:  # the oldest go first: expired, or beyond the bound
-            expires, oldest = next(iter(entries.values()))
-            if expires > now and self._size <= self.max_predictions:
+            oldest = next(iter(entries.values()))
+            if oldest[0] > now and self._size <= self.max_predictions:
                 break
             entries.popitem(last=False)
-            self._size -= len(oldest)
+            self._size -= len(oldest) - 1
 
     def give(self, feedback: FeedbackRequest) -> FeedbackResponse:
         """Record the true label of a remembered prediction, or raise the HTTP error that says
@@ -133,7 +136,7 @@ class FeedbackStore:
         entry = self._entries.get(request_id)
         if entry is None or entry[0] <= self.clock():
             raise HTTPException(404, self._unknown(request_id, expired=entry is not None))
-        labels = entry[1]
+        labels = entry[1:]
         if index is None and len(labels) > 1:
             last = len(labels) - 1
             msg = f"request {request_id} classified {len(labels)} texts: give index 0..{last}"
@@ -149,7 +152,8 @@ class FeedbackStore:
         predicted = labels[position]
         if predicted is None:
             raise HTTPException(409, f"feedback for request {request_id} was already given")
-        labels[position] = None
+        given = (*entry[: position + 1], None, *entry[position + 2 :])
+        self._entries[request_id] = given  # the same place in the order
         return FeedbackResponse(
             request_id=request_id,
             index=index,

@@ -3,6 +3,7 @@ signal histograms with the buckets of the artifact's reference (sentiment_model/
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 import uuid
 
@@ -168,6 +169,17 @@ def test_memory_per_remembered_prediction_is_bounded():
         tracemalloc.stop()
     assert len(store) == len(ids)
     assert per_prediction < 300, per_prediction
+
+
+def test_remembered_predictions_leave_the_garbage_collectors_walk():
+    """A full collection walks every tracked object; after one pass the store's entries are
+    no longer tracked, so a full store costs later collections nothing (lessons/05)."""
+    store = FeedbackStore(100, 3600)
+    for i in range(50):
+        store.remember(f"id{i}", ["positive", "negative"] if i % 2 else ["positive"])
+    store.give(feedback("id1", index=1))  # a given label is replaced in a new tuple
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in store._entries.values())
 
 
 @pytest.mark.parametrize(
