@@ -18,6 +18,12 @@ async def server_state(request: Request) -> ServerState:
 
 async def ready_state(state: Annotated[ServerState, Depends(server_state)]) -> ServerState:
     """The state, or NotReadyError (503 with the reason) when the server cannot predict now."""
+    return ready_now(state)
+
+
+def ready_now(state: ServerState) -> ServerState:
+    """``state``, or NotReadyError when the server cannot predict now: ``ready_state`` without
+    FastAPI's dependency resolution, for a route that calls it itself (stage 10, lean)."""
     reason = state.not_ready_reason()
     if reason is not None:
         raise NotReadyError(reason)
