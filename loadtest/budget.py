@@ -333,9 +333,12 @@ def run(
     profile_seconds: float,
     rate: int,
     out: Path,
+    later_configs: list[str] | None = None,
     log=print,
 ) -> dict:
-    """Every (stage, configuration) server, interleaved rounds, then the profiles."""
+    """Every (stage, configuration) server, interleaved rounds, then the profiles. The stages
+    after the first run ``later_configs`` only (default: all)."""
+    later_configs = list(later_configs or configs)
     from loadtest.payloads import profile_texts
 
     requests = predict_requests(profile_texts("short"))
@@ -349,8 +352,9 @@ def run(
         (Path(tmp) / "probe").mkdir()
         (Path(tmp) / "probe" / "sitecustomize.py").write_text(GC_PROBE)
         try:
-            for stage in stages:
-                for i, (config, off) in enumerate(configs.items()):
+            for n, stage in enumerate(stages):
+                mine = configs if n == 0 else {c: configs[c] for c in later_configs}
+                for i, (config, off) in enumerate(mine.items()):
                     log(f"starting {stage}: {config} (INFERENCE_BENCH_OFF={off!r})")
                     env = {
                         "INFERENCE_BENCH_OFF": off,
@@ -360,9 +364,9 @@ def run(
                     }
                     server = StageServer(
                         stage,
-                        env=env,
+                        env=env | {"INFERENCE_BENCH_STAGE": stage},
                         log_path=Path(tmp) / f"{stage}-{i}.log",
-                        app_dir=STAGES[stage].app_dir,
+                        app_dir=".",
                         app=BENCH_APP,
                     ).start()
                     servers[(stage, config)] = server
@@ -583,6 +587,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stages", nargs="+", choices=list(STAGES), default=[FINAL_STAGE])
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS), help="default: all")
+    p.add_argument(
+        "--later-configs",
+        nargs="+",
+        choices=list(CONFIGS),
+        help="configurations of the stages after the first (default: --configs)",
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=3.0, help="measured seconds per step")
     p.add_argument("--connections", type=int, default=64)
@@ -599,7 +609,7 @@ def main(argv: list[str] | None = None) -> None:
         configs = {c: CONFIGS[c] for c in a.configs} if a.configs else dict(CONFIGS)
         result = run(
             a.stages, configs, a.rounds, a.seconds, a.connections,
-            a.profile_seconds, a.rate, a.out,
+            a.profile_seconds, a.rate, a.out, a.later_configs,
         )  # fmt: skip
         (a.out / "budget.json").write_text(json.dumps(result, indent=1) + "\n")
     summary = summarise(result)
