@@ -98,3 +98,21 @@ def test_lean_predictions_503_until_ready(start_stage, small_model_dir, gc_thres
             assert client.post("/predict", json={"text": "Fine."}).status_code == 200
     finally:
         gate.set()
+
+
+@pytest.mark.parametrize("stage", ["fast", "lean"])
+def test_invalid_body_while_not_ready(start_stage, small_model_dir, gc_threshold, stage):
+    """Readiness is decided before the body is validated, in both: 503, not 422."""
+    gate = threading.Event()
+
+    def slow_load(path):
+        gate.wait(30)
+        return load_model(path)
+
+    try:
+        with start_stage(stage, load_model=slow_load, ready=False) as client:
+            response = client.post("/predict", json={"text": ""})
+            assert response.status_code == 503
+            gate.set()
+    finally:
+        gate.set()
