@@ -96,6 +96,14 @@ STAGES: dict[str, Stage] = {
             loads_in_background=True,
         ),
         Stage(
+            "lean",
+            "lessons/10_price",
+            "lessons/10_price",
+            (f"{_NB}10_price_of_production.ipynb",),
+            (),  # cuts in what earlier lessons taught; no new module
+            loads_in_background=True,
+        ),
+        Stage(
             "monitored",
             "lessons/11_monitoring",
             "lessons/11_monitoring",
