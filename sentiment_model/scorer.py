@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from sentiment_model.signals import Signals, tokens_from_terms, unknown_ratio
+if TYPE_CHECKING:
+    from sentiment_model.signals import Signals
 
 TOLERANCE = 1e-9  # largest difference in probability accepted against scikit-learn
 
@@ -133,6 +135,9 @@ class DirectScorer:
         order); the signals come from the terms and look-ups the scorer makes anyway. A separate
         method, so that ``predict_proba`` does not pay for them.
         """
+        # Imported here: the stages before model monitoring (lesson 11) never load it.
+        from sentiment_model.signals import Signals, tokens_from_terms, unknown_ratio
+
         n = len(texts)
         decisions = np.empty(n, dtype=np.float64)
         sizes = []

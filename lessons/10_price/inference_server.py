@@ -2,7 +2,7 @@
 nothing it measures, logs or limits dropped. lessons/10_price/README.md walks through it.
 
 Run from the repository root:
-    uvicorn inference_server:app --host 127.0.0.1 --port 8000
+    uvicorn --app-dir lessons/10_price inference_server:app --host 127.0.0.1 --port 8000
 """
 
 import asyncio

@@ -1,4 +1,4 @@
-"""Stage 11, monitored: the fast server plus what tells when the *model* is wrong: each text's
+"""Stage 11, monitored: the lean server plus what tells when the *model* is wrong: each text's
 signals in /metrics (confidence, length, unknown terms) and POST /feedback, the true label of
 an earlier prediction. lessons/11_monitoring/README.md walks through it.
 
@@ -17,8 +17,8 @@ from fastapi.responses import Response
 from sentiment_model import ModelLoadError, Prediction, load_model
 from sentiment_model.data import clean_text
 from serving.batcher import BatchStats, DynamicBatcher
-from serving.context import RequestCtx
-from serving.dependencies import Ready, State
+from serving.context import RequestCtx, context_of
+from serving.dependencies import Ready, ReadyRequest, State
 from serving.errors import install_error_handlers, without_paths
 from serving.jsonbody import CheckedJSONRoute, body_limits
 from serving.limits import (
@@ -62,6 +62,7 @@ def elapsed_ms(started: float) -> float:
 
 
 ERRORS: dict = {code: {"model": ErrorResponse} for code in (413, 503, 504)}
+GC_YOUNG_THRESHOLD = 20_000  # allocations between two collections of the youngest generation
 
 
 def create_app(settings: Settings | None = None, *, load_model=load_model) -> FastAPI:
@@ -103,6 +104,11 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             # a pause of about 0.1 s under load (lessons/05_lifecycle/README.md).
             gc.collect()
             gc.freeze()
+            # Under load, at the default threshold (700), the youngest generation was collected
+            # about once every 7 requests, scanning and promoting the objects of every request
+            # in flight each time; at this one, not once in a 3 s step: most of those objects
+            # are gone before a collection comes (benchmarks/results/budget/README.md).
+            gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         except Exception as e:
             state.load_error = f"model not loaded: {without_paths(str(e))}"  # log keeps paths
             log.error(
@@ -245,9 +251,13 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     async def prometheus_metrics() -> Response:
         return metrics.response()
 
+    # The prediction routes resolve one dependency, not three (Ready needs State, plus
+    # RequestCtx): FastAPI's resolution cost more than the route's own code. The state and the
+    # request's context come from the request; readiness is still checked before the body.
     @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
-    async def predict(body: PredictRequest, state: Ready, context: RequestCtx) -> Response:
+    async def predict(body: PredictRequest, request: ReadyRequest) -> Response:
         started = time.perf_counter()
+        state, context = request.app.state.server, context_of(request.scope)
         texts = [body.text]  # cleaned like the training data in the batcher's thread
         # A full queue, a timeout or a shutdown raise: serving/rejections.py answers 503/504.
         submission = await state.batcher.submit(texts, settings.request_timeout_s)
@@ -267,8 +277,9 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         )
 
     @app.post("/predict/batch", response_model=BatchResponse, responses=ERRORS)
-    async def predict_batch(body: BatchRequest, state: Ready, context: RequestCtx) -> Response:
+    async def predict_batch(body: BatchRequest, request: ReadyRequest) -> Response:
         started = time.perf_counter()
+        state, context = request.app.state.server, context_of(request.scope)
         texts = body.texts
         submission = await state.batcher.submit(texts, settings.request_timeout_s)
         predictions = submission.results
