@@ -188,7 +188,7 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         redirect_slashes=False,
         **docs,
     )
-    app.state.metrics = metrics
+    app.state.metrics, app.state.rollout = metrics, rollout
     # JSON bodies of more nesting or containers than a request needs: 422 before parsing.
     app.router.route_class = CheckedJSONRoute
     # Each prediction route's body limit is what its largest valid request can need.
