@@ -10,8 +10,9 @@ Shadow: one server per fraction (0, 0.1, 0.5; the shadow model is the stable art
 second time, so it costs what a candidate of the same size costs), measured in interleaved
 rounds so a busy neighbour slows every fraction alike. Reload: one server whose
 ``INFERENCE_MODEL_DIR`` is a symlink switched between two copies of the artifact and a SIGHUP
-in the middle of each round; p99 of the requests sent in the 2 s from the signal against the
-requests sent before it. Writes ``benchmarks/results/rollout/<time>.json``.
+in the middle of each round; p99 of the requests sent from the signal until 0.5 s after the
+``model_reloaded`` line against the requests sent before it.
+Writes ``benchmarks/results/rollout/<time>.json``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ from sentiment_model import default_model_dir
 # (sent, done, status code or transport error name, model_version or None, client)
 Outcome = tuple[float, float, object, str | None, int]
 FRACTIONS = (0.0, 0.1, 0.5)
-RELOAD_WINDOW_S = 2.0
+AFTER_RELOAD_S = 0.5
+
+
+def reloaded(server: StageServer) -> int:
+    """How many ``model_reloaded`` lines the server has written so far."""
+    log = server.request_log
+    return log.read_text().count('"model_reloaded"') if log and log.is_file() else 0
 
 
 def closed_loop(
@@ -174,16 +181,21 @@ def reload_effect(args, texts: list[str], out_dir: Path) -> dict:
             new.replace(link)
             signalled = time.monotonic()
             os.kill(server.pid, signal.SIGHUP)
-            time.sleep(RELOAD_WINDOW_S + 0.5)
+            deadline = signalled + 60
+            while reloaded(server) <= n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            ended = time.monotonic() + AFTER_RELOAD_S  # the window: signal .. reloaded + 0.5 s
+            time.sleep(AFTER_RELOAD_S + 0.5)
             stop.set()
             for t in threads:
                 t.join(30)
             before = [o for o in outcomes if signalled - args.seconds + 0.5 <= o[0] < signalled]
-            window = [o for o in outcomes if signalled <= o[0] < signalled + RELOAD_WINDOW_S]
+            window = [o for o in outcomes if signalled <= o[0] < ended]
             rows.append(
                 {
                     "before": summary(before, args.seconds - 0.5),
-                    "reload_window": summary(window, RELOAD_WINDOW_S),
+                    "reload_window": summary(window, ended - signalled),
+                    "window_s": round(ended - signalled, 2),
                     "failed": sum(1 for o in outcomes if o[2] != 200),
                 }
             )
