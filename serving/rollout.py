@@ -25,7 +25,6 @@ The canary and the shadow are fixed at start-up; a reload replaces the stable mo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import hashlib
 import hmac
@@ -145,6 +144,7 @@ class Shadow:
         self.model, self.fraction, self.metrics = model, fraction, metrics
         self.queue: queue.Queue[tuple[list[str], list[float], list[str]] | None] = queue.Queue()
         self.waiting = 0  # texts in the queue (bounded by SHADOW_QUEUE_TEXTS)
+        self.counting = threading.Lock()  # waiting goes up in the model thread, down in this one
         self.scored = 0
         self.thread = threading.Thread(target=self._run, name="shadow-model", daemon=True)
         self.thread.start()
@@ -154,10 +154,13 @@ class Shadow:
         chosen = [i for i in range(len(texts)) if random.random() < self.fraction]
         if not chosen:
             return
-        if self.waiting + len(chosen) > SHADOW_QUEUE_TEXTS:
+        with self.counting:
+            full = self.waiting + len(chosen) > SHADOW_QUEUE_TEXTS
+            if not full:
+                self.waiting += len(chosen)
+        if full:
             self.metrics.shadow_skipped.inc(len(chosen))
             return
-        self.waiting += len(chosen)
         self.queue.put_nowait(
             (
                 [texts[i] for i in chosen],
@@ -181,7 +184,8 @@ class Shadow:
             except Exception:  # a failing shadow must never touch serving
                 logging.getLogger(__name__).exception("shadow_failed")
             finally:
-                self.waiting -= len(texts)
+                with self.counting:
+                    self.waiting -= len(texts)
 
     def stop(self) -> None:
         self.queue.put(None)
@@ -359,8 +363,14 @@ class Rollout:
                     self.again = False
                     while self.lock.locked():  # an admin reload: wait for it, then read again
                         await asyncio.sleep(0.05)
-                    with contextlib.suppress(ReloadError):  # logged; the old model serves on
+                    try:
                         await self.reload(trigger="signal")
+                    except ReloadError as e:  # a refused candidate is logged by reload()
+                        if e.status != 422:
+                            self.log.warning(
+                                "model_reload_failed",
+                                extra={"trigger": "signal", "reason": e.reason},
+                            )
             finally:
                 self.signalled = False
 

@@ -221,3 +221,17 @@ def test_the_supervisor_passes_sighup_on_to_started_workers(monkeypatch, capsys)
         "supervisor",
         [11, 13],
     )
+
+
+def test_a_sighup_before_the_model_serves_is_logged_not_lost(caplog):
+    async def main() -> None:
+        rollout = make_rollout()
+        rollout.on_sighup(asyncio.get_running_loop())()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if any(r.getMessage() == "model_reload_failed" for r in caplog.records):
+                return
+
+    asyncio.run(main())
+    [line] = [r for r in caplog.records if r.getMessage() == "model_reload_failed"]
+    assert line.reason == "no model is serving yet"
