@@ -8,7 +8,8 @@ Closed-loop clients (each a thread with one keep-alive connection, short test-sp
 127.0.0.1 against the rollout stage pinned to CPU 0, the clients on CPU 1 when there is one.
 Shadow: one server per fraction (0, 0.1, 0.5; the shadow model is the stable artifact loaded a
 second time, so it costs what a candidate of the same size costs), measured in interleaved
-rounds so a busy neighbour slows every fraction alike. Reload: one server whose
+rounds so a busy neighbour slows every fraction alike; also the server's CPU time per answered
+request, which a neighbour does not change. Reload: one server whose
 ``INFERENCE_MODEL_DIR`` is a symlink switched between two copies of the artifact and a SIGHUP
 in the middle of each round; p99 of the requests sent from the signal until 0.5 s after the
 ``model_reloaded`` line against the requests sent before it.
@@ -30,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psutil
 
 from loadtest.launcher import CLIENT_CPU, ROOT, StageServer
 from sentiment_model import default_model_dir
@@ -111,6 +113,13 @@ def summary(outcomes: list[Outcome], seconds: float | None = None) -> dict:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the server process has used so far: on a shared machine a
+    neighbour stretches latency and throughput, not the CPU each request costs."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def pin_clients() -> None:
     """The load generator on its own core (as the course's benchmark), when there is one."""
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > CLIENT_CPU:
@@ -135,8 +144,13 @@ def shadow_cost(args, texts: list[str], out_dir: Path) -> dict:
         for _ in range(args.rounds):
             for fraction, server in servers.items():
                 run_load(server.url, args.clients, 0.5, texts)  # warm-up, not counted
+                cpu = cpu_seconds(server.pid)
                 outcomes = run_load(server.url, args.clients, args.seconds, texts)
-                rounds[fraction].append(summary(outcomes, args.seconds))
+                row = summary(outcomes, args.seconds)
+                row["cpu_ms_per_request"] = round(
+                    (cpu_seconds(server.pid) - cpu) * 1000 / max(row["ok"], 1), 3
+                )
+                rounds[fraction].append(row)
         scraped = {f: s.scrape() or "" for f, s in servers.items()}
     finally:
         for server in servers.values():
@@ -144,7 +158,8 @@ def shadow_cost(args, texts: list[str], out_dir: Path) -> dict:
     result = {}
     for fraction, rows in rounds.items():
         result[f"{fraction:g}"] = {
-            key: statistics.median(row[key] for row in rows) for key in ("p50_ms", "p99_ms", "rps")
+            key: statistics.median(row[key] for row in rows)
+            for key in ("p50_ms", "p99_ms", "rps", "cpu_ms_per_request")
         } | {"rounds": rows}
         result[f"{fraction:g}"]["shadow_scored"] = sum(
             float(line.split()[-1])
@@ -157,6 +172,7 @@ def shadow_cost(args, texts: list[str], out_dir: Path) -> dict:
         row["p50_vs_0"] = round(row["p50_ms"] / base["p50_ms"], 3)
         row["p99_vs_0"] = round(row["p99_ms"] / base["p99_ms"], 3)
         row["rps_vs_0"] = round(row["rps"] / base["rps"], 3)
+        row["cpu_vs_0"] = round(row["cpu_ms_per_request"] / base["cpu_ms_per_request"], 3)
     return result
 
 
