@@ -19,6 +19,18 @@ Three ways a candidate model meets live traffic, from the safest:
   two batches: the model thread reads the model once per batch, and every answer carries the
   version that scored it. A candidate that fails leaves the old model serving, and says why.
 
+``POST /admin/reload`` answers 404 unless ``INFERENCE_ADMIN_TOKEN`` is set, 401 without an
+``Authorization: Bearer`` token (``WWW-Authenticate: Bearer``), 403 with a wrong one (compared
+in constant time), 200 ``{"model_version": new, "previous_version": old}`` after a swap, 409
+while another reload runs, 422 with the reason when the body is wrong or the candidate is
+refused (the old model keeps serving), 503 before the first model is loaded. The optional body
+``{"model_dir": "..."}`` must resolve (symlinks followed) under ``models/`` or under the parent
+of ``INFERENCE_MODEL_DIR``; without it the configured source is read, as on SIGHUP.
+
+Several workers: SIGHUP to the launcher reaches every started worker (the supervisor passes it
+on, serving/serve.py), and each reloads from the configured source on its own; the admin
+endpoint reloads only the worker that answered it (send SIGHUP to reload them all).
+
 The canary and the shadow are fixed at start-up; a reload replaces the stable model only.
 """
 
