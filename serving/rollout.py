@@ -298,6 +298,11 @@ class Rollout:
         gc.freeze()
         return model
 
+    @property
+    def drain_timed_out(self) -> bool:
+        """Whether the canary's batcher left accepted texts unanswered at shutdown."""
+        return self.canary_batcher is not None and self.canary_batcher.drain_timed_out
+
     async def stop(self, drain_timeout: float) -> int:
         if self.shadow is not None:
             self.shadow.stop()
