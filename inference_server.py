@@ -1,5 +1,6 @@
-"""Stage 7, fast (final): the hardened server plus what makes it fast: background logging and
-the direct scorer. lessons/07_fast/README.md walks through it.
+"""Stage 12, rollout (final): the monitored server plus a new model without dropping a request:
+hot reload (SIGHUP, POST /admin/reload), shadow scoring and a canary. lessons/12_rollout/README.md
+walks through it; the logic is in serving/rollout.py.
 
 Run from the repository root:
     uvicorn inference_server:app --host 127.0.0.1 --port 8000
@@ -8,16 +9,16 @@ Run from the repository root:
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from sentiment_model import ModelLoadError, Prediction, load_model
-from sentiment_model.data import clean_text
+from sentiment_model import ModelLoadError, Prediction, SentimentModel, load_model
 from serving.batcher import BatchStats, DynamicBatcher
-from serving.context import RequestCtx
-from serving.dependencies import Ready, State
+from serving.context import RequestCtx, context_of
+from serving.dependencies import Ready, ReadyRequest, State
 from serving.errors import install_error_handlers, without_paths
 from serving.jsonbody import CheckedJSONRoute, body_limits
 from serving.limits import (
@@ -27,6 +28,13 @@ from serving.limits import (
     install_limits,
 )
 from serving.logs import configure_logging, flush_logs, prediction_fields
+from serving.monitoring import (
+    FEEDBACK_MAX_BODY_BYTES,
+    FeedbackRequest,
+    FeedbackResponse,
+    FeedbackStore,
+    ModelMonitor,
+)
 from serving.multiprocess import (
     WorkerMetrics,
     mark_worker_exit,
@@ -34,6 +42,7 @@ from serving.multiprocess import (
     worker_log_path,
 )
 from serving.rejections import install_rejection_handler
+from serving.rollout import Rollout, Scored, canary_key
 from serving.schemas import (
     BatchResponse,
     ErrorResponse,
@@ -54,6 +63,7 @@ def elapsed_ms(started: float) -> float:
 
 
 ERRORS: dict = {code: {"model": ErrorResponse} for code in (413, 503, 504)}
+GC_YOUNG_THRESHOLD = 20_000  # allocations between two collections of the youngest generation
 
 
 def create_app(settings: Settings | None = None, *, load_model=load_model) -> FastAPI:
@@ -72,6 +82,15 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         background=True,
         on_lost=metrics.log_lines_lost.inc,  # a full disk
     )
+    # The model's signals and the feedback: serving/monitoring.py (lessons/11_monitoring).
+    # Each worker remembers the predictions it answered: with several, feedback that reaches
+    # another worker gets 404, and says so.
+    feedback = FeedbackStore(
+        settings.feedback_max_ids, settings.feedback_ttl_s, several_workers=several_workers()
+    )
+    monitor = ModelMonitor(metrics.registry, feedback)
+    # The stable model (hot reload), the canary and the shadow: serving/rollout.py.
+    rollout = Rollout(settings, metrics, log, load_model)
 
     # --- Start-up: load the model in the background; /health answers meanwhile -------------
     async def load_and_start(state: ServerState) -> None:
@@ -88,6 +107,11 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             # a pause of about 0.1 s under load (lessons/05_lifecycle/README.md).
             gc.collect()
             gc.freeze()
+            # Under load, at the default threshold (700), the youngest generation was collected
+            # about once every 7 requests, scanning and promoting the objects of every request
+            # in flight each time; at this one, not once in a 3 s step: most of those objects
+            # are gone before a collection comes (benchmarks/results/budget/README.md).
+            gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         except Exception as e:
             state.load_error = f"model not loaded: {without_paths(str(e))}"  # log keeps paths
             log.error(
@@ -97,19 +121,29 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             )
             return
 
-        def preprocess_and_predict(texts: list[str]) -> list[Prediction]:
-            # Runs in the batcher's worker thread: cleaning 64 long texts is CPU work too.
-            return model.predict([clean_text(text) for text in texts])
+        def score_and_observe(model: SentimentModel, cleaned: list[str]) -> list[Prediction]:
+            # Runs in a batcher's worker thread, for whichever model (stable or canary) scores
+            # the batch: the signals come with the predictions, recorded off the event loop.
+            predictions, signals = model.predict_with_signals(cleaned)
+            monitor.observe(signals)
+            return predictions
 
-        batcher = DynamicBatcher(
-            preprocess_and_predict,
-            max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_batch_wait_ms / 1000,
-            max_queue=settings.max_queue,
-            on_batch=observe_batch,
-            on_queue_depth=metrics.queue_depth.set,  # explicit sets: right with several workers
-            on_drop=metrics.dropped_texts.inc,  # a text whose caller timed out or left
-        )
+        def make_batcher(predict: Callable[[list[str]], list[Scored]]) -> DynamicBatcher:
+            # predict runs in the batcher's worker thread: it cleans the texts, reads the model
+            # once per batch and returns each answer with the version that scored it.
+            return DynamicBatcher(
+                predict,
+                max_batch_size=settings.max_batch_size,
+                max_wait_s=settings.max_batch_wait_ms / 1000,
+                max_queue=settings.max_queue,
+                on_batch=observe_batch,
+                on_queue_depth=metrics.queue_depth.set,  # explicit sets: right with workers
+                on_drop=metrics.dropped_texts.inc,  # a text whose caller timed out or left
+            )
+
+        rollout.score = score_and_observe
+        batcher = make_batcher(rollout.predict_stable)  # the stable model, swapped by a reload
+        await rollout.start(model, make_batcher)  # and the canary and shadow, if configured
         await batcher.start()
         metrics.set_model(model.version, model.metadata.sklearn_version)
         state.model, state.batcher = model, batcher
@@ -131,11 +165,19 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         state = app.state.server = ServerState()
         loading = asyncio.create_task(load_and_start(state))
 
+        def swapped(model: SentimentModel) -> None:  # a reload: /health and /model follow
+            state.model = model
+
+        rollout.on_swap = swapped
+
         def begin_shutdown() -> None:  # the first SIGTERM or Ctrl-C
             state.begin_drain()  # /ready and new predictions say 503
             timeouts.begin_drain()  # a stalled upload cannot hold shutdown
 
-        signals = ShutdownSignals(begin_shutdown, lambda: timeouts.begin_drain(0), log)
+        reload_on_hup = rollout.on_sighup(asyncio.get_running_loop())  # SIGHUP: reload the model
+        signals = ShutdownSignals(
+            begin_shutdown, lambda: timeouts.begin_drain(0), log, reload_on_hup
+        )
         signals.install()  # Ctrl-C twice still drains
         if several_workers():  # a shared socket: accept only once able to predict
             await loading
@@ -146,8 +188,10 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         state.begin_drain()
         loading.cancel()
         drained = await state.batcher.stop(settings.drain_timeout_s) if state.batcher else 0
+        drained += await rollout.stop(settings.drain_timeout_s)
         forced = connections_closed_by_force()  # clients that never read their answers
-        complete = not (state.batcher and state.batcher.drain_timed_out) and not forced
+        timed_out = (state.batcher and state.batcher.drain_timed_out) or rollout.drain_timed_out
+        complete = not timed_out and not forced
         log.info(
             "shutdown",
             extra={
@@ -166,14 +210,14 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
 
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None}  # JS from a CDN
     app = FastAPI(
-        title="Sentiment inference server (stage 7: fast)",
+        title="Sentiment inference server (stage 12: rollout)",
         lifespan=lifespan,
         # No redirect from /predict/ to /predict: Starlette builds its Location from the
         # request's Host header, so any client could make the server point elsewhere.
         redirect_slashes=False,
         **docs,
     )
-    app.state.metrics = metrics
+    app.state.metrics, app.state.rollout = metrics, rollout
     # JSON bodies of more nesting or containers than a request needs: 422 before parsing.
     app.router.route_class = CheckedJSONRoute
     # Each prediction route's body limit is what its largest valid request can need.
@@ -181,7 +225,11 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     app.add_middleware(
         RouteBodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
-        route_limits={"/predict": predict_limit, "/predict/batch": batch_limit},
+        route_limits={
+            "/predict": predict_limit,
+            "/predict/batch": batch_limit,
+            "/feedback": FEEDBACK_MAX_BODY_BYTES,
+        },
     )
     timeouts = install_limits(app, settings, metrics, log)  # slow clients: serving/limits.py
     app.add_middleware(  # outermost; counts and logs what the client actually received
@@ -222,43 +270,73 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     async def prometheus_metrics() -> Response:
         return metrics.response()
 
+    @app.post("/admin/reload", include_in_schema=False)
+    async def admin_reload(request: Request) -> Response:
+        # 404 unless INFERENCE_ADMIN_TOKEN is set; 401/403 without the right bearer token.
+        return await rollout.admin_reload(request)
+
+    # The prediction routes resolve one dependency, not three (Ready needs State, plus
+    # RequestCtx): FastAPI's resolution cost more than the route's own code. The state and the
+    # request's context come from the request; readiness is still checked before the body.
     @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
-    async def predict(body: PredictRequest, state: Ready, context: RequestCtx) -> Response:
+    async def predict(body: PredictRequest, request: ReadyRequest) -> Response:
         started = time.perf_counter()
+        state, context = request.app.state.server, context_of(request.scope)
         texts = [body.text]  # cleaned like the training data in the batcher's thread
-        # A full queue, a timeout or a shutdown raise: serving/rejections.py answers 503/504.
-        submission = await state.batcher.submit(texts, settings.request_timeout_s)
+        # Stable or canary by the request's key. A full queue, a timeout or a shutdown raise:
+        # serving/rejections.py answers 503/504.
+        key = canary_key(request, context.request_id)
+        submission = await rollout.submit(state.batcher, texts, key, settings.request_timeout_s)
         [prediction] = submission.results
+        version = prediction.version  # the model that scored it (a reload may just have run)
         metrics.count_labels([prediction.label])
+        monitor.remember(context.request_id, [prediction.label])  # for POST /feedback
         context.log.update(
-            prediction_fields([body.text], state.version, submission.batch_size, settings.log_text)
+            prediction_fields([body.text], version, submission.batch_size, settings.log_text)
         )
         return json_response(
             PredictResponse(
                 label=prediction.label,
                 score=prediction.score,
-                model_version=state.version,
+                model_version=version,
                 latency_ms=elapsed_ms(started),
             )
         )
 
     @app.post("/predict/batch", response_model=BatchResponse, responses=ERRORS)
-    async def predict_batch(body: BatchRequest, state: Ready, context: RequestCtx) -> Response:
+    async def predict_batch(body: BatchRequest, request: ReadyRequest) -> Response:
         started = time.perf_counter()
+        state, context = request.app.state.server, context_of(request.scope)
         texts = body.texts
-        submission = await state.batcher.submit(texts, settings.request_timeout_s)
+        key = canary_key(request, context.request_id)
+        submission = await rollout.submit(state.batcher, texts, key, settings.request_timeout_s)
         predictions = submission.results
-        metrics.count_labels([p.label for p in predictions])
+        version = predictions[0].version  # one model scored them all (serving/rollout.py)
+        labels = [p.label for p in predictions]
+        metrics.count_labels(labels)
+        monitor.remember(context.request_id, labels)  # feedback names a text by its index
         context.log.update(
-            prediction_fields(body.texts, state.version, submission.batch_size, settings.log_text)
+            prediction_fields(body.texts, version, submission.batch_size, settings.log_text)
         )
         return json_response(
             BatchResponse(
                 predictions=[LabelScore(label=p.label, score=p.score) for p in predictions],
-                model_version=state.version,
+                model_version=version,
                 latency_ms=elapsed_ms(started),
             )
         )
+
+    @app.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses={code: {"model": ErrorResponse} for code in (404, 409, 413)},
+    )
+    async def give_feedback(body: FeedbackRequest, context: RequestCtx) -> Response:
+        """The true label of an earlier prediction, named by its X-Request-ID (and its index
+        in a /predict/batch request): counted in inference_feedback_total{outcome}."""
+        answer = monitor.give_feedback(body)  # 404 unknown or expired, 409 given before
+        context.log.update(feedback_for=body.request_id, correct=answer.correct)
+        return json_response(answer, exclude_none=True)
 
     return app
 

@@ -55,7 +55,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Counter, Histogram
 
-from sentiment_model import ModelLoadError, SentimentModel
+from sentiment_model import ModelLoadError, Prediction, SentimentModel
 from sentiment_model.artifact import MODELS_ROOT
 from sentiment_model.data import clean_text
 from serving.batcher import DynamicBatcher, Submission
@@ -229,13 +229,18 @@ class Rollout:
         self.again = False  # a SIGHUP came during a reload: read the source once more after it
         self.signalled = False  # a SIGHUP reload is running
         self.on_swap: Callable[[SentimentModel], None] = lambda model: None
+        # How a model scores cleaned texts in the model threads: a later step may wrap it (the
+        # monitored stage records each text's signals on the way).
+        self.score: Callable[[SentimentModel, list[str]], list[Prediction]] = lambda model, texts: (
+            model.predict(texts)
+        )
 
     # --- Scoring: in the batchers' model threads --------------------------------------------
     def predict_stable(self, texts: list[str]) -> list[Scored]:
         model = self.stable  # read once: the whole batch is scored by one model
         assert model is not None
         cleaned = [clean_text(text) for text in texts]
-        answers = model.predict(cleaned)
+        answers = self.score(model, cleaned)
         if self.shadow is not None:
             self.shadow.offer(model, cleaned, answers)
         return [Scored(p.label, p.score, model.version) for p in answers]
@@ -243,7 +248,7 @@ class Rollout:
     def predict_canary(self, texts: list[str]) -> list[Scored]:
         model = self.canary
         assert model is not None
-        answers = model.predict([clean_text(text) for text in texts])
+        answers = self.score(model, [clean_text(text) for text in texts])
         return [Scored(p.label, p.score, model.version) for p in answers]
 
     async def submit(

@@ -89,7 +89,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "fast",
-            ".",
+            "lessons/07_fast",
             "lessons/07_fast",
             (f"{_NB}07_compare_stages.ipynb",),
             ("sentiment_model.scorer",),  # imported when the direct scorer is built
@@ -113,7 +113,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "rollout",
-            "lessons/12_rollout",
+            ".",
             "lessons/12_rollout",
             (f"{_NB}12_rollout.ipynb",),
             ("serving.rollout",),  # hot reload, shadow, canary
@@ -121,4 +121,4 @@ STAGES: dict[str, Stage] = {
         ),
     )
 }
-BASELINE_STAGE, FINAL_STAGE = "naive", "fast"
+BASELINE_STAGE, FINAL_STAGE = "naive", "rollout"

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from serving.monitoring import FeedbackResponse
 from serving.schemas import BatchResponse, PredictResponse
 
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -26,7 +27,11 @@ FUZZ = settings(
     derandomize=True,  # the same examples on every run: a CI failure reproduces locally
     suppress_health_check=[HealthCheck.too_slow],
 )
-RESPONSE_MODELS = {"/predict": PredictResponse, "/predict/batch": BatchResponse}
+RESPONSE_MODELS = {
+    "/predict": PredictResponse,
+    "/predict/batch": BatchResponse,
+    "/feedback": FeedbackResponse,
+}
 
 json_scalars = st.one_of(
     st.none(),
@@ -83,7 +88,9 @@ def client(start_stage) -> TestClient:
 
 
 def check(response, path: str) -> None:
-    assert response.status_code in {200, 413, 422}, (response.status_code, response.text[:300])
+    # 404: feedback for a request id this server never answered (any fuzzed id)
+    allowed = {200, 413, 422} | ({404} if path == "/feedback" else set())
+    assert response.status_code in allowed, (response.status_code, response.text[:300])
     assert SAFE_ID.fullmatch(response.headers["x-request-id"])
     if response.status_code == 200:
         RESPONSE_MODELS[path].model_validate_json(response.content)
@@ -104,10 +111,15 @@ def post_routes(client) -> list[tuple[str, dict, dict]]:
 
 
 def test_schema_has_the_prediction_routes(client):
-    assert sorted(path for path, _, _ in post_routes(client)) == ["/predict", "/predict/batch"]
+    # /feedback: the monitored stage's (lesson 11); the final stage has every route.
+    assert sorted(path for path, _, _ in post_routes(client)) == [
+        "/feedback",
+        "/predict",
+        "/predict/batch",
+    ]
 
 
-@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch", "/feedback"])
 def test_json_bodies_never_500(client, path):
     [(_, request_schema, components)] = [r for r in post_routes(client) if r[0] == path]
 

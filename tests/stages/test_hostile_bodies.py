@@ -93,7 +93,7 @@ def test_no_raw_text_in_the_log_even_when_the_model_fails(start_stage, tmp_path)
         def predict(texts):
             raise ValueError(f"cannot score {texts!r}")  # a message that quotes the input
 
-        model.predict = predict
+        model.predict = model.predict_with_signals = predict  # whichever the stage calls
         return model
 
     with start_stage(load_model=load, raise_server_exceptions=False) as c:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from monitoring import prom
+from serving.stages import FINAL_STAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("tasks_for_test", ROOT / "tasks.py")
@@ -53,7 +54,7 @@ def test_default_stage_and_options_passed_on_to_the_launcher():
     args = ["--port", "8001", "--log-level", "debug", "--workers", "2"]
     stage, opts, extra = tasks.parse_serve_args(args)
     assert (stage, opts.port, extra) == (
-        "fast",
+        FINAL_STAGE,
         8001,
         ["--log-level", "debug", "--workers", "2"],
     )

@@ -1,21 +1,20 @@
-"""Stage 12, rollout: the fast server plus a new model without dropping a request: hot reload
-(SIGHUP, POST /admin/reload), shadow scoring and a canary. lessons/12_rollout/README.md walks
-through it; the logic is in serving/rollout.py.
+"""Stage 7, fast: the hardened server plus what makes it fast: background logging and
+the direct scorer. lessons/07_fast/README.md walks through it.
 
 Run from the repository root:
-    uvicorn --app-dir lessons/12_rollout inference_server:app --host 127.0.0.1 --port 8000
+    uvicorn --app-dir lessons/07_fast inference_server:app --host 127.0.0.1 --port 8000
 """
 
 import asyncio
 import gc
 import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import Response
 
-from sentiment_model import ModelLoadError, SentimentModel, load_model
+from sentiment_model import ModelLoadError, Prediction, load_model
+from sentiment_model.data import clean_text
 from serving.batcher import BatchStats, DynamicBatcher
 from serving.context import RequestCtx
 from serving.dependencies import Ready, State
@@ -35,7 +34,6 @@ from serving.multiprocess import (
     worker_log_path,
 )
 from serving.rejections import install_rejection_handler
-from serving.rollout import Rollout, Scored, canary_key
 from serving.schemas import (
     BatchResponse,
     ErrorResponse,
@@ -74,8 +72,6 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         background=True,
         on_lost=metrics.log_lines_lost.inc,  # a full disk
     )
-    # The stable model (hot reload), the canary and the shadow: serving/rollout.py.
-    rollout = Rollout(settings, metrics, log, load_model)
 
     # --- Start-up: load the model in the background; /health answers meanwhile -------------
     async def load_and_start(state: ServerState) -> None:
@@ -101,21 +97,19 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             )
             return
 
-        def make_batcher(predict: Callable[[list[str]], list[Scored]]) -> DynamicBatcher:
-            # predict runs in the batcher's worker thread: it cleans the texts, reads the model
-            # once per batch and returns each answer with the version that scored it.
-            return DynamicBatcher(
-                predict,
-                max_batch_size=settings.max_batch_size,
-                max_wait_s=settings.max_batch_wait_ms / 1000,
-                max_queue=settings.max_queue,
-                on_batch=observe_batch,
-                on_queue_depth=metrics.queue_depth.set,  # explicit sets: right with workers
-                on_drop=metrics.dropped_texts.inc,  # a text whose caller timed out or left
-            )
+        def preprocess_and_predict(texts: list[str]) -> list[Prediction]:
+            # Runs in the batcher's worker thread: cleaning 64 long texts is CPU work too.
+            return model.predict([clean_text(text) for text in texts])
 
-        batcher = make_batcher(rollout.predict_stable)  # the stable model, swapped by a reload
-        await rollout.start(model, make_batcher)  # and the canary and shadow, if configured
+        batcher = DynamicBatcher(
+            preprocess_and_predict,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000,
+            max_queue=settings.max_queue,
+            on_batch=observe_batch,
+            on_queue_depth=metrics.queue_depth.set,  # explicit sets: right with several workers
+            on_drop=metrics.dropped_texts.inc,  # a text whose caller timed out or left
+        )
         await batcher.start()
         metrics.set_model(model.version, model.metadata.sklearn_version)
         state.model, state.batcher = model, batcher
@@ -137,19 +131,11 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         state = app.state.server = ServerState()
         loading = asyncio.create_task(load_and_start(state))
 
-        def swapped(model: SentimentModel) -> None:  # a reload: /health and /model follow
-            state.model = model
-
-        rollout.on_swap = swapped
-
         def begin_shutdown() -> None:  # the first SIGTERM or Ctrl-C
             state.begin_drain()  # /ready and new predictions say 503
             timeouts.begin_drain()  # a stalled upload cannot hold shutdown
 
-        reload_on_hup = rollout.on_sighup(asyncio.get_running_loop())  # SIGHUP: reload the model
-        signals = ShutdownSignals(
-            begin_shutdown, lambda: timeouts.begin_drain(0), log, reload_on_hup
-        )
+        signals = ShutdownSignals(begin_shutdown, lambda: timeouts.begin_drain(0), log)
         signals.install()  # Ctrl-C twice still drains
         if several_workers():  # a shared socket: accept only once able to predict
             await loading
@@ -160,10 +146,8 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         state.begin_drain()
         loading.cancel()
         drained = await state.batcher.stop(settings.drain_timeout_s) if state.batcher else 0
-        drained += await rollout.stop(settings.drain_timeout_s)
         forced = connections_closed_by_force()  # clients that never read their answers
-        timed_out = (state.batcher and state.batcher.drain_timed_out) or rollout.drain_timed_out
-        complete = not timed_out and not forced
+        complete = not (state.batcher and state.batcher.drain_timed_out) and not forced
         log.info(
             "shutdown",
             extra={
@@ -182,14 +166,14 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
 
     docs = {} if settings.docs else {"docs_url": None, "redoc_url": None}  # JS from a CDN
     app = FastAPI(
-        title="Sentiment inference server (stage 12: rollout)",
+        title="Sentiment inference server (stage 7: fast)",
         lifespan=lifespan,
         # No redirect from /predict/ to /predict: Starlette builds its Location from the
         # request's Host header, so any client could make the server point elsewhere.
         redirect_slashes=False,
         **docs,
     )
-    app.state.metrics, app.state.rollout = metrics, rollout
+    app.state.metrics = metrics
     # JSON bodies of more nesting or containers than a request needs: 422 before parsing.
     app.router.route_class = CheckedJSONRoute
     # Each prediction route's body limit is what its largest valid request can need.
@@ -238,54 +222,40 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     async def prometheus_metrics() -> Response:
         return metrics.response()
 
-    @app.post("/admin/reload", include_in_schema=False)
-    async def admin_reload(request: Request) -> Response:
-        # 404 unless INFERENCE_ADMIN_TOKEN is set; 401/403 without the right bearer token.
-        return await rollout.admin_reload(request)
-
     @app.post("/predict", response_model=PredictResponse, responses=ERRORS)
-    async def predict(
-        body: PredictRequest, state: Ready, context: RequestCtx, request: Request
-    ) -> Response:
+    async def predict(body: PredictRequest, state: Ready, context: RequestCtx) -> Response:
         started = time.perf_counter()
         texts = [body.text]  # cleaned like the training data in the batcher's thread
-        # Stable or canary by the request's key. A full queue, a timeout or a shutdown raise:
-        # serving/rejections.py answers 503/504.
-        key = canary_key(request, context.request_id)
-        submission = await rollout.submit(state.batcher, texts, key, settings.request_timeout_s)
+        # A full queue, a timeout or a shutdown raise: serving/rejections.py answers 503/504.
+        submission = await state.batcher.submit(texts, settings.request_timeout_s)
         [prediction] = submission.results
-        version = prediction.version  # the model that scored it (a reload may just have run)
         metrics.count_labels([prediction.label])
         context.log.update(
-            prediction_fields([body.text], version, submission.batch_size, settings.log_text)
+            prediction_fields([body.text], state.version, submission.batch_size, settings.log_text)
         )
         return json_response(
             PredictResponse(
                 label=prediction.label,
                 score=prediction.score,
-                model_version=version,
+                model_version=state.version,
                 latency_ms=elapsed_ms(started),
             )
         )
 
     @app.post("/predict/batch", response_model=BatchResponse, responses=ERRORS)
-    async def predict_batch(
-        body: BatchRequest, state: Ready, context: RequestCtx, request: Request
-    ) -> Response:
+    async def predict_batch(body: BatchRequest, state: Ready, context: RequestCtx) -> Response:
         started = time.perf_counter()
         texts = body.texts
-        key = canary_key(request, context.request_id)
-        submission = await rollout.submit(state.batcher, texts, key, settings.request_timeout_s)
+        submission = await state.batcher.submit(texts, settings.request_timeout_s)
         predictions = submission.results
-        version = predictions[0].version  # one model scored them all (serving/rollout.py)
         metrics.count_labels([p.label for p in predictions])
         context.log.update(
-            prediction_fields(body.texts, version, submission.batch_size, settings.log_text)
+            prediction_fields(body.texts, state.version, submission.batch_size, settings.log_text)
         )
         return json_response(
             BatchResponse(
                 predictions=[LabelScore(label=p.label, score=p.score) for p in predictions],
-                model_version=version,
+                model_version=state.version,
                 latency_ms=elapsed_ms(started),
             )
         )
