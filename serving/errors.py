@@ -18,7 +18,11 @@ from serving.context import context_of, with_request_id
 MAX_ERRORS = 10
 MAX_PART_CHARS = 64
 MAX_MSG_CHARS = 200
-PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/]?[\w.~-]+)*[\\/][\w.~-]*")
+# Every repetition starts with a separator, so a text is matched one way only: the earlier
+# form, ``(?:[\\/]?[\w.~-]+)*[\\/]``, split a long word without a slash after it in
+# exponentially many ways (80 s for "...: probe 'An absolutely wonderful film' got negative");
+# and a match starts only where a word starts, so a long word is scanned once, not per letter.
+PATH = re.compile(r"(?<![\w.~-])(?:[A-Za-z]:)?[\w.~-]*(?:[\\/][\w.~-]*)+")
 
 
 class InvalidBodyError(HTTPException):

@@ -47,10 +47,11 @@ the exit code. The metrics directory is removed at exit if the launcher created 
 worker and ``PROMETHEUS_MULTIPROC_DIR`` set, the server is in multi-process mode too: it
 prepares the directory, and its start-up waits for the model.
 
-SIGHUP (a closed terminal, or ``kill -HUP``) changes nothing until the server can reload a
-model: the launcher, the supervisor and every worker log ``signal_ignored`` and go on serving.
-uvicorn's supervisor would restart every worker on SIGHUP; it is ignored there too, so the
-signal means the same with one worker and with several (see :class:`Supervisor`).
+SIGHUP (a closed terminal, or ``kill -HUP``) goes to the app: the rollout stage reloads its
+model (lessons/12_rollout), earlier stages log ``signal_ignored`` and go on serving. With
+several workers the supervisor passes it on to every started worker (``signal_forwarded``)
+instead of restarting them all as uvicorn's would, so the signal means the same with one
+worker and with several (see :class:`Supervisor`).
 """
 
 from __future__ import annotations
@@ -151,21 +152,32 @@ class DrainingServer(uvicorn.Server):
 
 
 class Supervisor(Multiprocess):
-    """uvicorn's supervisor of several workers, with SIGHUP ignored and logged.
+    """uvicorn's supervisor of several workers; SIGHUP is passed on to each worker.
 
     uvicorn restarts every worker on SIGHUP, one by one, each new worker started before the old
-    one is stopped (and, since start-up waits for the model, ready when it takes connections).
-    That would be a reload for several workers and not for one, and meanwhile the supervisor's
-    loop is blocked: a worker that dies is not replaced and SIGTERM is not handled until the
-    last new worker has loaded its model, or the restart gives up after
-    ``timeout_worker_healthcheck`` (5 s by default, which a worker's imports plus its model
-    load can exceed on a busy machine). So until the server can reload a model, SIGHUP is
-    ignored here as in each worker.
+    one is stopped. Meanwhile the supervisor's loop is blocked: a worker that dies is not
+    replaced and SIGTERM is not handled until the last new worker has loaded its model, or the
+    restart gives up after ``timeout_worker_healthcheck`` (5 s by default, which a worker's
+    imports plus its model load can exceed on a busy machine). So SIGHUP means here what it
+    means to one worker: it is sent on to every worker that has started (logged as
+    ``signal_forwarded``), and each worker's app decides (the rollout stage reloads its model
+    in place, earlier stages ignore it and log ``signal_ignored``). A worker still starting
+    is skipped (before its app installs its handler SIGHUP would kill it): it reads the
+    configured model source at its start anyway.
     """
 
     def handle_hup(self) -> None:
         """Called from the supervisor's loop (not in the signal handler) for each SIGHUP."""
-        log_ignored_signal(signal.SIGHUP, "supervisor")
+        sent = []
+        for process in self.processes:
+            if process.pid is not None and process.is_ready(timeout=1):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
+                    sent.append(process.pid)
+        launcher_log().info(
+            "signal_forwarded",
+            extra={"signal": "SIGHUP", "role": "supervisor", "pid": os.getpid(), "workers": sent},
+        )
 
     def startup_failed(self) -> bool:
         """Whether the supervisor stopped because a worker could not start (exit code 3)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "INFERENCE_"
@@ -76,6 +76,24 @@ class Settings(BaseSettings):
         "direct",
         description="Final stage: 'direct' scores from the pipeline's fitted arrays (checked "
         "against scikit-learn at load; falls back to it), 'sklearn' calls predict_proba.",
+    )
+    # Rollout (lessons/12_rollout, serving/rollout.py): candidates next to the stable model.
+    shadow_model_dir: Path | None = Field(
+        None, description="A candidate that scores a share of texts off the hot path."
+    )
+    shadow_fraction: float = Field(0.0, ge=0, le=1, description="Share of texts shadow-scored.")
+    canary_model_dir: Path | None = Field(
+        None, description="A candidate that answers a share of the requests."
+    )
+    canary_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of request keys (X-Canary-Key, else the request id) "
+        "answered by the canary.",
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Enables POST /admin/reload for callers with this bearer token."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_text: bool = Field(False, description="Log the raw review text (off: privacy, log size).")

@@ -32,16 +32,22 @@ class ShutdownSignals:
     another thread and nothing is installed.
 
     SIGHUP (a closed terminal, ``kill -HUP``) would end the process at once, without a drain:
-    until the server can reload a model it is ignored and logged (``signal_ignored``), in the
-    single process and in each of several workers.
+    it calls ``on_hup`` when given (the rollout stage reloads its model, serving/rollout.py),
+    else it is ignored and logged (``signal_ignored``), in the single process and in each of
+    several workers.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
     IGNORED = (signal.SIGHUP,)
 
     def __init__(
-        self, on_first: Callable[[], None], on_second: Callable[[], None], logger: logging.Logger
+        self,
+        on_first: Callable[[], None],
+        on_second: Callable[[], None],
+        logger: logging.Logger,
+        on_hup: Callable[[], None] | None = None,
     ) -> None:
+        self.on_hup = on_hup
         self.on_first = on_first
         self.on_second = on_second
         self.logger = logger
@@ -60,6 +66,9 @@ class ShutdownSignals:
             signal.signal(sig, self._ignore)
 
     def _ignore(self, signum: int, frame: FrameType | None) -> None:
+        if self.on_hup is not None:
+            self.on_hup()
+            return
         self.logger.warning("signal_ignored", extra={"signal": signal.Signals(signum).name})
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:

@@ -95,6 +95,14 @@ STAGES: dict[str, Stage] = {
             ("sentiment_model.scorer",),  # imported when the direct scorer is built
             loads_in_background=True,
         ),
+        Stage(
+            "rollout",
+            "lessons/12_rollout",
+            "lessons/12_rollout",
+            (f"{_NB}12_rollout.ipynb",),
+            ("serving.rollout",),  # hot reload, shadow, canary
+            loads_in_background=True,
+        ),
     )
 }
 BASELINE_STAGE, FINAL_STAGE = "naive", "fast"

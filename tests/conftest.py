@@ -83,6 +83,23 @@ def small_model_dir(tmp_path_factory, sample: pd.DataFrame, splits: Splits) -> P
     )
 
 
+@pytest.fixture(scope="session")
+def second_model_dir(tmp_path_factory, splits: Splits) -> Path:
+    """Another real artifact (another sample, so another version): a candidate for a reload,
+    a shadow or a canary (lessons/12_rollout)."""
+    other = splits.train.groupby(["source", "label"]).sample(500, random_state=1)
+    small = Splits(other, splits.validation.head(200), splits.test.head(200))
+    return export_model(
+        fit(other),
+        name="sentiment-small",
+        hyperparameters={"note": "test fixture, second model"},
+        data=data_summary(small),
+        metrics={},
+        models_root=tmp_path_factory.mktemp("models2"),
+        make_latest=False,
+    )
+
+
 # --- Stages in-process ------------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parent.parent
 STAGE_FILES = {  # every stage's module is named `inference_server`, so each is loaded by path

@@ -2,7 +2,8 @@
 for all workers (exact counts on every scrape, also after a worker was killed and replaced),
 one valid JSON log file per worker, SIGTERM under load drains every worker and exits 0, a
 worker killed under load is replaced by one that takes no connection before it can predict,
-SIGHUP is ignored and logged, and the metrics directory goes at exit.
+SIGHUP is passed on to each worker (which ignores and logs it), and the metrics directory goes
+at exit.
 """
 
 from __future__ import annotations
@@ -251,7 +252,8 @@ def supervisor_events(server: WorkerServer) -> list[dict]:
     return [line for line in lines if line.get("role") == "supervisor"]
 
 
-def test_sighup_is_ignored_and_logged_by_the_supervisor_and_each_worker(tmp_path, small_model_dir):
+def test_sighup_goes_from_the_supervisor_to_each_worker_which_ignores_it(tmp_path, small_model_dir):
+    # The final stage ignores SIGHUP (the rollout stage reloads: tests/e2e/test_rollout.py).
     # No PROMETHEUS_MULTIPROC_DIR: the launcher makes a temporary one, and removes it at exit.
     server = WorkerServer(
         tmp_path, workers=2, env={"MODEL_DIR": small_model_dir}, metrics_dir=False
@@ -260,25 +262,29 @@ def test_sighup_is_ignored_and_logged_by_the_supervisor_and_each_worker(tmp_path
         server.start()
         [made] = server.temp_dir.glob("inference-metrics-*")
         workers = sorted(server.worker_pids())
-        # uvicorn's supervisor would restart every worker; a worker would die without a drain.
+        # uvicorn's supervisor would restart every worker; ours passes the signal on.
         os.kill(server.proc.pid, signal.SIGHUP)
-        os.kill(workers[0], signal.SIGHUP)
         server.wait_for(
             lambda: (
-                [e for e in supervisor_events(server) if e["event"] == "signal_ignored"]
-                and [e for e in server.events(workers[0]) if e["event"] == "signal_ignored"]
+                [e for e in supervisor_events(server) if e["event"] == "signal_forwarded"]
+                and all(
+                    [e for e in server.events(pid) if e["event"] == "signal_ignored"]
+                    for pid in workers
+                )
             ),
             30,
-            "signal_ignored lines",
+            "signal_forwarded and signal_ignored lines",
         )
-        [line] = [e for e in supervisor_events(server) if e["event"] == "signal_ignored"]
+        [line] = [e for e in supervisor_events(server) if e["event"] == "signal_forwarded"]
         assert (line["signal"], line["role"], line["pid"]) == (
             "SIGHUP",
             "supervisor",
             server.proc.pid,
         )
-        [line] = [e for e in server.events(workers[0]) if e["event"] == "signal_ignored"]
-        assert line["signal"] == "SIGHUP"
+        assert sorted(line["workers"]) == workers
+        for pid in workers:
+            [line] = [e for e in server.events(pid) if e["event"] == "signal_ignored"]
+            assert line["signal"] == "SIGHUP"
         assert set(send_predictions(server.url, 40)) == {200}
         assert sorted(server.worker_pids()) == workers  # the same processes, still serving
 

@@ -8,8 +8,6 @@ server is tested in tests/e2e/test_workers.py.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import os
 import signal
 import subprocess
@@ -211,17 +209,6 @@ def test_workers_default_to_web_concurrency(monkeypatch, capsys):
         with pytest.raises(SystemExit) as exit_:
             serve.parse_args([])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
-
-
-def test_supervisor_ignores_and_logs_sighup(monkeypatch, capsys):
-    from serving import serve
-
-    # uvicorn's Multiprocess would restart every worker; ours says so and does nothing.
-    monkeypatch.setattr(logging.getLogger("inference.launcher"), "handlers", [])
-    serve.Supervisor.handle_hup(SimpleNamespace())
-    [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert line["event"] == "signal_ignored"
-    assert (line["signal"], line["role"], line["pid"]) == ("SIGHUP", "supervisor", os.getpid())
 
 
 def test_workers_metrics_dir_removes_what_it_made_and_only_that(

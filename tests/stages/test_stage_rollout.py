@@ -1,0 +1,344 @@
+"""Stage 12, rollout: hot reload, the admin endpoint's checks, shadow scoring and the canary,
+in-process (start_stage("rollout")). The reload under load with real processes is in
+tests/e2e/test_rollout.py; the parts alone in tests/unit/test_rollout.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sentiment_model import Prediction, load_model
+from serving.logs import flush_logs
+
+STAGE = "rollout"
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TEXTS = ["A wonderful, moving film.", "Terrible and boring.", "Café crème, naïve!", "ok"]
+
+
+def samples(client, name: str) -> dict[tuple, float]:
+    """Every sample of metric family ``name`` (labels as sorted tuples) from /metrics."""
+    found = {}
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for s in family.samples:
+            if s.name == name:
+                found[tuple(sorted(s.labels.items()))] = s.value
+    return found
+
+
+def events(log_path: Path, event: str) -> list[dict]:
+    flush_logs()
+    lines = [json.loads(x) for x in log_path.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line["event"] == event]
+
+
+@pytest.fixture
+def models_root(tmp_path, small_model_dir, second_model_dir) -> Path:
+    """A models root of the two artifacts (copies) and ``current``, a symlink to the first."""
+    root = tmp_path / "models"
+    root.mkdir()
+    first = shutil.copytree(small_model_dir, root / small_model_dir.name)
+    shutil.copytree(second_model_dir, root / second_model_dir.name)
+    (root / "current").symlink_to(first.name)
+    return root
+
+
+def switch(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` atomically (a new link renamed over the old, as a mounted
+    volume's update is)."""
+    new = link.with_name(link.name + ".new")
+    new.symlink_to(target)
+    new.replace(link)
+
+
+def version_of(path: Path) -> str:
+    return load_model(path).version
+
+
+# --- Hot reload ------------------------------------------------------------------------------
+def test_sighup_reloads_the_configured_source_and_everything_follows(
+    start_stage, tmp_path, models_root, small_model_dir, second_model_dir
+):
+    old, new = version_of(small_model_dir), version_of(second_model_dir)
+    log_path = tmp_path / "r.log"
+    with start_stage(STAGE, model_dir=models_root / "current", log_path=log_path) as client:
+        assert client.post("/predict", json={"text": "fine"}).json()["model_version"] == old
+        switch(models_root / "current", second_model_dir.name)
+        loop = client.portal.call(asyncio.get_running_loop)  # the app's event loop
+        client.app.state.rollout.on_sighup(loop)()  # what the SIGHUP handler calls
+        start_stage.wait_until(lambda: client.get("/health").json()["model_version"] == new, "swap")
+        answer = client.post("/predict", json={"text": "fine"}).json()
+        batch = client.post("/predict/batch", json={"texts": TEXTS}).json()
+        assert answer["model_version"] == batch["model_version"] == new
+        assert client.get("/model").json()["version"] == new
+        info = samples(client, "model_info")
+        assert [dict(k)["version"] for k, v in info.items() if v == 1] == [new]
+        assert samples(client, "inference_model_reloads_total") == {
+            (("outcome", "success"),): 1.0,
+            (("outcome", "failure"),): 0.0,
+        }
+        versions = samples(client, "inference_version_requests_total")
+        assert versions[(("role", "stable"), ("version", old))] == 1
+        assert versions[(("role", "stable"), ("version", new))] == 2
+    [started] = events(log_path, "model_reload_started")
+    [done] = events(log_path, "model_reloaded")
+    assert started["trigger"] == "signal" and started["model_version"] == old
+    assert (done["model_version"], done["previous_version"]) == (new, old)
+
+
+def test_a_candidate_that_fails_verification_leaves_the_old_model_serving(
+    start_stage, tmp_path, models_root, small_model_dir, second_model_dir
+):
+    old = version_of(small_model_dir)
+    broken = models_root / second_model_dir.name / "model.skops"
+    broken.write_bytes(broken.read_bytes()[:-10] + b"0123456789")  # checksum no longer matches
+    log_path = tmp_path / "r.log"
+    settings = {"model_dir": models_root / "current", "log_path": log_path, "admin_token": TOKEN}
+    with start_stage(STAGE, **settings) as client:
+        switch(models_root / "current", second_model_dir.name)
+        answer = client.post("/admin/reload", headers=AUTH)
+        assert answer.status_code == 422
+        assert "sha256" in answer.json()["detail"] and str(tmp_path) not in answer.text
+        assert client.post("/predict", json={"text": "fine"}).json()["model_version"] == old
+        assert client.get("/ready").status_code == 200
+        assert samples(client, "inference_model_reloads_total")[(("outcome", "failure"),)] == 1
+    [failed] = events(log_path, "model_reload_failed")
+    assert failed["error_type"] == "ChecksumMismatchError" and "sha256" in failed["reason"]
+    assert failed["model_version"] == old and failed["trigger"] == "admin"
+
+
+def test_a_candidate_that_gets_the_probes_wrong_is_refused(start_stage, models_root):
+    def inverted(path=None):
+        model = load_model(path)
+        if "current" not in str(path):  # every answer the wrong way round
+            predict = model.predict
+            flip = dict(zip(model.labels, model.labels[::-1], strict=True))
+            model.predict = lambda texts: [
+                Prediction(flip[p.label], p.score) for p in predict(texts)
+            ]
+        return model
+
+    settings = {"model_dir": models_root / "current", "admin_token": TOKEN}
+    with start_stage(STAGE, load_model=inverted, **settings) as client:
+        other = next(p for p in models_root.iterdir() if p.name not in ("current",))
+        answer = client.post("/admin/reload", headers=AUTH, json={"model_dir": str(other)})
+        assert answer.status_code == 422 and "probe" in answer.json()["detail"]
+
+
+def test_admin_reload_answers_the_new_and_previous_versions(
+    start_stage, models_root, small_model_dir, second_model_dir
+):
+    old, new = version_of(small_model_dir), version_of(second_model_dir)
+    settings = {"model_dir": models_root / "current", "admin_token": TOKEN}
+    with start_stage(STAGE, **settings) as client:
+        target = str(models_root / second_model_dir.name)
+        answer = client.post("/admin/reload", headers=AUTH, json={"model_dir": target})
+        assert answer.status_code == 200
+        assert answer.json() == {"model_version": new, "previous_version": old}
+        assert client.post("/predict", json={"text": "x"}).json()["model_version"] == new
+        # An empty body (and {}) reads the configured source: back to the first model.
+        assert client.post("/admin/reload", headers=AUTH).json()["model_version"] == old
+        assert client.post("/admin/reload", headers=AUTH, json={}).json()["model_version"] == old
+
+
+def test_admin_reload_is_off_without_a_token(start_stage):
+    with start_stage(STAGE) as client:
+        assert client.post("/admin/reload", headers=AUTH).status_code == 404
+        assert client.post("/admin/reload").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "headers,status",
+    [
+        ({}, 401),
+        ({"Authorization": TOKEN}, 401),  # no scheme
+        ({"Authorization": f"Basic {TOKEN}"}, 401),
+        ({"Authorization": "Bearer "}, 401),
+        ({"Authorization": "Bearer wrong"}, 403),
+        ({"Authorization": f"Bearer {TOKEN}x"}, 403),
+        ({"Authorization": f"bearer {TOKEN}"}, 200),  # the scheme is case-insensitive
+    ],
+)
+def test_admin_reload_needs_the_bearer_token(start_stage, headers, status):
+    with start_stage(STAGE, admin_token=TOKEN) as client:
+        answer = client.post("/admin/reload", headers=headers)
+        assert answer.status_code == status, answer.text
+        if status == 401:
+            assert answer.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "body,problem",
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "must be"),
+        (b'{"model_dir": "x", "other": 1}', "must be"),
+        (b'{"model_dir": 3}', "path string"),
+        (b'{"model_dir": ""}', "path string"),
+        (b'{"model_dir": "/etc"}', "outside"),
+        (b'{"model_dir": "MODELS/../../.."}', "outside"),
+        (b'{"model_dir": "MODELS/nothing-here"}', "does not exist"),
+    ],
+)
+def test_admin_reload_refuses_each_bad_body(start_stage, models_root, body, problem):
+    settings = {"model_dir": models_root / "current", "admin_token": TOKEN}
+    with start_stage(STAGE, **settings) as client:
+        before = client.get("/health").json()["model_version"]
+        body = body.replace(b"MODELS", str(models_root).encode())
+        answer = client.post("/admin/reload", headers=AUTH, content=body)
+        assert answer.status_code == 422 and problem in answer.json()["detail"], answer.text
+        assert client.get("/health").json()["model_version"] == before
+
+
+def test_a_second_reload_while_one_runs_gets_409(start_stage, models_root):
+    release = threading.Event()
+
+    def slow(path=None):
+        if "current" not in str(path):
+            release.wait(10)
+        return load_model(path)
+
+    settings = {"model_dir": models_root / "current", "admin_token": TOKEN}
+    with start_stage(STAGE, load_model=slow, **settings) as client:
+        other = next(p for p in models_root.iterdir() if p.name != "current")
+        first: list = []
+        t = threading.Thread(
+            target=lambda: first.append(
+                client.post("/admin/reload", headers=AUTH, json={"model_dir": str(other)})
+            )
+        )
+        t.start()
+        start_stage.wait_until(lambda: client.app.state.rollout.lock.locked(), "reload started")
+        second = client.post("/admin/reload", headers=AUTH, json={"model_dir": str(other)})
+        assert second.status_code == 409 and "already running" in second.json()["detail"]
+        assert client.post("/predict", json={"text": "ok"}).status_code == 200  # still serving
+        release.set()
+        t.join(20)
+        assert first[0].status_code == 200
+
+
+# --- Shadow ----------------------------------------------------------------------------------
+def test_shadow_never_changes_an_answer_and_reports_agreement(
+    start_stage, small_model_dir, second_model_dir
+):
+    with start_stage(STAGE) as client:
+        plain = [client.post("/predict", json={"text": t}).json() for t in TEXTS]
+    settings = {"shadow_model_dir": second_model_dir, "shadow_fraction": 1.0}
+    with start_stage(STAGE, **settings) as client:
+        shadowed = [client.post("/predict", json={"text": t}).json() for t in TEXTS]
+        batch = client.post("/predict/batch", json={"texts": TEXTS}).json()
+        rollout = client.app.state.rollout
+        start_stage.wait_until(lambda: rollout.shadow.scored == 2 * len(TEXTS), "shadow scored")
+        agreement = samples(client, "inference_shadow_agreement_total")
+        differences = samples(client, "inference_shadow_score_difference_count")
+    for a, b in zip(plain, shadowed, strict=True):
+        assert (a["label"], a["score"], a["model_version"]) == (
+            b["label"],
+            b["score"],
+            b["model_version"],
+        )
+    assert [p["label"] for p in batch["predictions"]] == [a["label"] for a in plain]
+    assert batch["model_version"] == version_of(small_model_dir)  # never the shadow's
+    assert sum(agreement.values()) == 2 * len(TEXTS) == differences[()]
+    assert agreement[(("outcome", "agree"),)] >= 4  # two similar models mostly agree
+
+
+def test_a_slow_shadow_delays_no_answer(start_stage, second_model_dir):
+    hang = threading.Event()
+
+    def loader(path=None):
+        model = load_model(path)
+        if path == second_model_dir:
+            predict = model.predict
+
+            def stuck(texts):
+                if hang.is_set():
+                    time.sleep(10)  # the shadow thread is stuck; serving must not notice
+                return predict(texts)
+
+            model.predict = stuck
+        return model
+
+    settings = {"shadow_model_dir": second_model_dir, "shadow_fraction": 1.0}
+    with start_stage(STAGE, load_model=loader, **settings) as client:
+        hang.set()
+        started = time.monotonic()
+        for text in TEXTS * 5:
+            assert client.post("/predict", json={"text": text}).status_code == 200
+        assert time.monotonic() - started < 5
+        assert client.app.state.rollout.shadow.scored == 0
+
+
+def test_a_shadow_that_fails_its_checks_is_left_out(start_stage, tmp_path, models_root):
+    missing = models_root / "nothing-here"
+    log_path = tmp_path / "r.log"
+    with start_stage(
+        STAGE, shadow_model_dir=missing, shadow_fraction=0.5, log_path=log_path
+    ) as client:
+        assert client.app.state.rollout.shadow is None
+        assert client.post("/predict", json={"text": "ok"}).status_code == 200
+    [failed] = events(log_path, "model_load_failed")
+    assert failed["role"] == "shadow"
+
+
+# --- Canary ----------------------------------------------------------------------------------
+def test_canary_answers_its_share_the_same_way_for_the_same_key(
+    start_stage, small_model_dir, second_model_dir
+):
+    stable, canary = version_of(small_model_dir), version_of(second_model_dir)
+    settings = {"canary_model_dir": second_model_dir, "canary_fraction": 0.5}
+    with start_stage(STAGE, **settings) as client:
+        seen: dict[str, set[str]] = {}
+        for key in [f"user-{i}" for i in range(40)]:
+            for _ in range(3):
+                answer = client.post("/predict", json={"text": "ok"}, headers={"X-Canary-Key": key})
+                seen.setdefault(key, set()).add(answer.json()["model_version"])
+        batch = client.post(
+            "/predict/batch", json={"texts": TEXTS}, headers={"X-Canary-Key": "user-1"}
+        )
+        counted = samples(client, "inference_version_requests_total")
+    assert all(len(versions) == 1 for versions in seen.values())  # one caller, one version
+    shares = [v for versions in seen.values() for v in versions]
+    assert 8 <= shares.count(canary) <= 32 and set(shares) == {stable, canary}
+    assert batch.json()["model_version"] in seen["user-1"]
+    assert counted[(("role", "canary"), ("version", canary))] >= 3 * 8
+
+
+def test_without_a_key_the_request_id_decides(start_stage, second_model_dir):
+    settings = {"canary_model_dir": second_model_dir, "canary_fraction": 0.5}
+    with start_stage(STAGE, **settings) as client:
+        by_id = {}
+        for i in range(20):
+            headers = {"X-Request-ID": f"req-{i}"}
+            versions = {
+                client.post("/predict", json={"text": "ok"}, headers=headers).json()[
+                    "model_version"
+                ]
+                for _ in range(2)
+            }
+            assert len(versions) == 1
+            by_id[i] = versions.pop()
+        assert len(set(by_id.values())) == 2
+
+
+@pytest.mark.parametrize(
+    "name,value", [("SHADOW_FRACTION", -0.1), ("SHADOW_FRACTION", 1.5), ("CANARY_FRACTION", 2)]
+)
+def test_a_fraction_outside_0_1_stops_start_up(start_stage, name, value):
+    with pytest.raises(SystemExit, match=f"INFERENCE_{name}"):
+        start_stage.app(STAGE, **{name: value})
+
+
+def test_the_admin_token_is_never_logged(start_stage, tmp_path):
+    log_path = tmp_path / "r.log"
+    with start_stage(STAGE, admin_token=TOKEN, log_path=log_path):
+        pass
+    flush_logs()
+    assert TOKEN not in log_path.read_text(encoding="utf-8")
