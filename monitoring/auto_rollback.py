@@ -23,6 +23,7 @@ Every step is a JSON line on stdout (``auto_rollback_watching``, ``auto_rollback
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -33,17 +34,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import TextIO
 
 ROLLBACK_ALERTS = ("InferenceCanaryErrorRatioHigh", "InferenceShadowDisagreementHigh")
 TOKEN_ENV = "INFERENCE_ADMIN_TOKEN"
 EXIT_ROLLED_BACK, EXIT_ACTION_FAILED, EXIT_QUIET = 0, 1, 0
 
 
-def say(event: str, **fields) -> dict:
-    """One JSON log line on stdout, the server log's shape: timestamp, event, fields."""
+def log_line(event: str, out: TextIO | None = None, **fields) -> dict:
+    """One JSON log line (default: on stdout), the server log's shape: timestamp, event, fields."""
     record = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
     record |= {"event": event} | fields
-    print(json.dumps(record), flush=True)
+    print(json.dumps(record), file=out or sys.stdout, flush=True)
     return record
 
 
@@ -91,9 +93,12 @@ def watch(
     interval: float = 1.0,
     timeout: float = 600.0,
     attempts: int = 3,
+    out: TextIO | None = None,
 ) -> int:
     """Poll until an alert in ``names`` fires, then call ``action`` (up to ``attempts`` times
-    until it returns); the exit status. Never acts twice, never runs past ``timeout``."""
+    until it returns); the exit status. Never acts twice, never runs past ``timeout``. The log
+    lines go to ``out`` (default: stdout)."""
+    say = functools.partial(log_line, out=out)
     say("auto_rollback_watching", prometheus=prometheus, alerts=list(names), timeout_s=timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
