@@ -19,13 +19,24 @@ Three ways a candidate model meets live traffic, from the safest:
   two batches: the model thread reads the model once per batch, and every answer carries the
   version that scored it. A candidate that fails leaves the old model serving, and says why.
 
+``POST /admin/reload`` answers 404 unless ``INFERENCE_ADMIN_TOKEN`` is set, 401 without an
+``Authorization: Bearer`` token (``WWW-Authenticate: Bearer``), 403 with a wrong one (compared
+in constant time), 200 ``{"model_version": new, "previous_version": old}`` after a swap, 409
+while another reload runs, 422 with the reason when the body is wrong or the candidate is
+refused (the old model keeps serving), 503 before the first model is loaded. The optional body
+``{"model_dir": "..."}`` must resolve (symlinks followed) under ``models/`` or under the parent
+of ``INFERENCE_MODEL_DIR``; without it the configured source is read, as on SIGHUP.
+
+Several workers: SIGHUP to the launcher reaches every started worker (the supervisor passes it
+on, serving/serve.py), and each reloads from the configured source on its own; the admin
+endpoint reloads only the worker that answered it (send SIGHUP to reload them all).
+
 The canary and the shadow are fixed at start-up; a reload replaces the stable model only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import hashlib
 import hmac
@@ -145,6 +156,7 @@ class Shadow:
         self.model, self.fraction, self.metrics = model, fraction, metrics
         self.queue: queue.Queue[tuple[list[str], list[float], list[str]] | None] = queue.Queue()
         self.waiting = 0  # texts in the queue (bounded by SHADOW_QUEUE_TEXTS)
+        self.counting = threading.Lock()  # waiting goes up in the model thread, down in this one
         self.scored = 0
         self.thread = threading.Thread(target=self._run, name="shadow-model", daemon=True)
         self.thread.start()
@@ -154,10 +166,13 @@ class Shadow:
         chosen = [i for i in range(len(texts)) if random.random() < self.fraction]
         if not chosen:
             return
-        if self.waiting + len(chosen) > SHADOW_QUEUE_TEXTS:
+        with self.counting:
+            full = self.waiting + len(chosen) > SHADOW_QUEUE_TEXTS
+            if not full:
+                self.waiting += len(chosen)
+        if full:
             self.metrics.shadow_skipped.inc(len(chosen))
             return
-        self.waiting += len(chosen)
         self.queue.put_nowait(
             (
                 [texts[i] for i in chosen],
@@ -181,7 +196,8 @@ class Shadow:
             except Exception:  # a failing shadow must never touch serving
                 logging.getLogger(__name__).exception("shadow_failed")
             finally:
-                self.waiting -= len(texts)
+                with self.counting:
+                    self.waiting -= len(texts)
 
     def stop(self) -> None:
         self.queue.put(None)
@@ -282,6 +298,11 @@ class Rollout:
         gc.freeze()
         return model
 
+    @property
+    def drain_timed_out(self) -> bool:
+        """Whether the canary's batcher left accepted texts unanswered at shutdown."""
+        return self.canary_batcher is not None and self.canary_batcher.drain_timed_out
+
     async def stop(self, drain_timeout: float) -> int:
         if self.shadow is not None:
             self.shadow.stop()
@@ -359,8 +380,14 @@ class Rollout:
                     self.again = False
                     while self.lock.locked():  # an admin reload: wait for it, then read again
                         await asyncio.sleep(0.05)
-                    with contextlib.suppress(ReloadError):  # logged; the old model serves on
+                    try:
                         await self.reload(trigger="signal")
+                    except ReloadError as e:  # a refused candidate is logged by reload()
+                        if e.status != 422:
+                            self.log.warning(
+                                "model_reload_failed",
+                                extra={"trigger": "signal", "reason": e.reason},
+                            )
             finally:
                 self.signalled = False
 

@@ -162,22 +162,48 @@ class Supervisor(Multiprocess):
     means to one worker: it is sent on to every worker that has started (logged as
     ``signal_forwarded``), and each worker's app decides (the rollout stage reloads its model
     in place, earlier stages ignore it and log ``signal_ignored``). A worker still starting
-    is skipped (before its app installs its handler SIGHUP would kill it): it reads the
-    configured model source at its start anyway.
+    gets it once it has started (before its app installs its handler SIGHUP would kill it, and
+    it may have read the model source before the signal): ``signal_forwarded`` lists both.
     """
+
+    pending_hup: set[int] | None = None  # started workers that still owe a SIGHUP
 
     def handle_hup(self) -> None:
         """Called from the supervisor's loop (not in the signal handler) for each SIGHUP."""
-        sent = []
+        sent, later = [], []
         for process in self.processes:
-            if process.pid is not None and process.is_ready(timeout=1):
+            if process.pid is None:
+                continue
+            if process.is_ready(timeout=1):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGHUP)
                     sent.append(process.pid)
+            else:
+                later.append(process.pid)
+        self.pending_hup = (self.pending_hup or set()) | set(later)
         launcher_log().info(
             "signal_forwarded",
-            extra={"signal": "SIGHUP", "role": "supervisor", "pid": os.getpid(), "workers": sent},
+            extra={
+                "signal": "SIGHUP",
+                "role": "supervisor",
+                "pid": os.getpid(),
+                "workers": sent,
+                "when_started": later,
+            },
         )
+
+    def keep_subprocess_alive(self) -> None:
+        """uvicorn's check (every 0.5 s), then a SIGHUP to each pending worker now started."""
+        Multiprocess.keep_subprocess_alive(self)
+        if not self.pending_hup:
+            return
+        for process in self.processes:
+            if process.pid in self.pending_hup and process.is_ready(timeout=1):
+                self.pending_hup.discard(process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
+        alive = {process.pid for process in self.processes}
+        self.pending_hup &= alive  # a replaced worker's successor reads the source at start
 
     def startup_failed(self) -> bool:
         """Whether the supervisor stopped because a worker could not start (exit code 3)."""

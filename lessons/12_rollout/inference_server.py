@@ -162,7 +162,8 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
         drained = await state.batcher.stop(settings.drain_timeout_s) if state.batcher else 0
         drained += await rollout.stop(settings.drain_timeout_s)
         forced = connections_closed_by_force()  # clients that never read their answers
-        complete = not (state.batcher and state.batcher.drain_timed_out) and not forced
+        timed_out = (state.batcher and state.batcher.drain_timed_out) or rollout.drain_timed_out
+        complete = not timed_out and not forced
         log.info(
             "shutdown",
             extra={

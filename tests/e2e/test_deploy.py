@@ -131,7 +131,10 @@ def test_image_command_serves_with_the_launchers_limits_and_drains_as_pid_1(
 
 
 def manifests() -> list[Path]:
-    return sorted(K8S.glob("*.yaml")) + sorted((K8S / "optional").glob("*.yaml"))
+    return [
+        *sorted(K8S.glob("*.yaml")),
+        *(p for d in ("optional", "canary") for p in sorted((K8S / d).glob("*.yaml"))),
+    ]
 
 
 @pytest.mark.parametrize("path", manifests(), ids=lambda p: str(p.relative_to(K8S)))
@@ -169,6 +172,40 @@ def test_deployment_keeps_the_servers_shutdown_and_probe_contract():
     port = container["ports"][0]["containerPort"]
     assert annotations["prometheus.io/port"] == str(port)
     assert CONTAINER_COMMAND[CONTAINER_COMMAND.index("--port") + 1] == str(port)
+
+
+def test_the_canary_is_the_stable_deployment_on_the_candidate_behind_the_same_service():
+    stable = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    canary = yaml.safe_load((K8S / "canary" / "deployment.yaml").read_text())
+    service = yaml.safe_load((K8S / "service.yaml").read_text())
+    labels = canary["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()  # the Service sends it traffic
+    assert canary["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert labels["track"] == "canary" and canary["metadata"]["name"] != stable["metadata"]["name"]
+    assert canary["spec"]["replicas"] < stable["spec"]["replicas"]  # a minority of the pods
+    [c], [s] = (
+        canary["spec"]["template"]["spec"]["containers"],
+        stable["spec"]["template"]["spec"]["containers"],
+    )
+    env = {e["name"]: e["value"] for e in c["env"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert env["INFERENCE_MODEL_DIR"].startswith(mounts["models"]["mountPath"] + "/")
+    assert mounts["models"]["readOnly"] is True
+    # Everything else is the stable pod's: image, probes, shutdown budget, resources.
+    for key in (
+        "image",
+        "readinessProbe",
+        "livenessProbe",
+        "startupProbe",
+        "lifecycle",
+        "resources",
+    ):
+        assert c[key] == s[key], key
+    assert {k: v for k, v in env.items() if k != "INFERENCE_MODEL_DIR"} == {
+        e["name"]: e["value"] for e in s["env"]
+    }
+    pod, stable_pod = canary["spec"]["template"]["spec"], stable["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == stable_pod["terminationGracePeriodSeconds"]
 
 
 def test_compose_runs_the_image_and_prometheus_on_the_monitoring_config():

@@ -1,6 +1,6 @@
 """Stage 12, rollout: hot reload, the admin endpoint's checks, shadow scoring and the canary,
 in-process (start_stage("rollout")). The reload under load with real processes is in
-tests/e2e/test_rollout.py; the parts alone in tests/unit/test_rollout.py."""
+tests/e2e/test_reload_under_load.py; the parts alone in tests/unit/test_rollout.py."""
 
 from __future__ import annotations
 

@@ -213,11 +213,34 @@ def test_the_supervisor_passes_sighup_on_to_started_workers(monkeypatch, capsys)
         SimpleNamespace(pid=12, is_ready=lambda timeout: False),  # still starting: skipped
         SimpleNamespace(pid=13, is_ready=lambda timeout: True),
     ]
-    serve.Supervisor.handle_hup(SimpleNamespace(processes=workers))
+    supervisor = SimpleNamespace(processes=workers, pending_hup=None)
+    serve.Supervisor.handle_hup(supervisor)
     assert sent == [(11, signal.SIGHUP), (13, signal.SIGHUP)]
     [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert (line["event"], line["role"], line["workers"]) == (
+    assert (line["event"], line["role"], line["workers"], line["when_started"]) == (
         "signal_forwarded",
         "supervisor",
         [11, 13],
+        [12],
     )
+    # Worker 12 gets its SIGHUP once it has started (the supervisor's next check).
+    monkeypatch.setattr(serve.Multiprocess, "keep_subprocess_alive", lambda self: None)
+    serve.Supervisor.keep_subprocess_alive(supervisor)
+    assert sent[2:] == [] and supervisor.pending_hup == {12}
+    workers[1].is_ready = lambda timeout: True
+    serve.Supervisor.keep_subprocess_alive(supervisor)
+    assert sent[2:] == [(12, signal.SIGHUP)] and supervisor.pending_hup == set()
+
+
+def test_a_sighup_before_the_model_serves_is_logged_not_lost(caplog):
+    async def main() -> None:
+        rollout = make_rollout()
+        rollout.on_sighup(asyncio.get_running_loop())()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if any(r.getMessage() == "model_reload_failed" for r in caplog.records):
+                return
+
+    asyncio.run(main())
+    [line] = [r for r in caplog.records if r.getMessage() == "model_reload_failed"]
+    assert line.reason == "no model is serving yet"
