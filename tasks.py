@@ -6,6 +6,7 @@
     python3 tasks.py setup | model [args] | lab [args] | bench [args] | lint
     python3 tasks.py monitor [--port P | --target HOST:PORT] [prometheus flags]
                                         Prometheus on 127.0.0.1:9090, scraping 127.0.0.1:8000
+    python3 tasks.py promote VERSION | rollback      move models/LATEST through the gate, or back
 
 STAGE is naive, validated, metrics, batched, lifecycle, hardened or fast (the default);
 `--stage=naive` works too.
@@ -823,6 +824,13 @@ COMMANDS = {  # name -> function(args) returning an exit status
     "bench": lambda args: in_venv("-m", "loadtest.bench", *args, stop_is_clean=False),
     "monitor": monitor,
     "lint": lint,
+    # The promotion gate and its registry (sentiment_model/registry.py; exit statuses there).
+    "promote": lambda args: in_venv(
+        "-m", "sentiment_model.registry", "promote", *args, stop_is_clean=False, train=False
+    ),
+    "rollback": lambda args: in_venv(
+        "-m", "sentiment_model.registry", "rollback", *args, stop_is_clean=False, train=False
+    ),
 }
 
 
