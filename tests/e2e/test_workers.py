@@ -253,10 +253,14 @@ def supervisor_events(server: WorkerServer) -> list[dict]:
 
 
 def test_sighup_goes_from_the_supervisor_to_each_worker_which_ignores_it(tmp_path, small_model_dir):
-    # The final stage ignores SIGHUP (the rollout stage reloads: tests/e2e/test_reload_under_load.py).
+    # Step 7's stage ignores SIGHUP (the final stage reloads: tests/e2e/test_reload_under_load.py).
     # No PROMETHEUS_MULTIPROC_DIR: the launcher makes a temporary one, and removes it at exit.
     server = WorkerServer(
-        tmp_path, workers=2, env={"MODEL_DIR": small_model_dir}, metrics_dir=False
+        tmp_path,
+        workers=2,
+        env={"MODEL_DIR": small_model_dir},
+        metrics_dir=False,
+        args=("--app-dir", "lessons/07_fast"),
     )
     try:
         server.start()

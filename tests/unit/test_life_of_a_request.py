@@ -158,10 +158,10 @@ def test_the_diagram_names_the_route_class_of_predict(final_app) -> None:
     assert drawn in PARTICIPANT.findall(diagram())
 
 
-def test_the_final_stage_notebook_shows_the_same_diagram() -> None:
-    """Notebook 07 carries a copy of the diagram (JupyterLab 4 draws mermaid fences) and links
-    the page: the copy is the page's, character for character."""
-    [notebook] = STAGES[FINAL_STAGE].notebooks
+def test_the_step_7_notebook_shows_the_same_diagram() -> None:
+    """Notebook 07 (the page is read with step 7) carries a copy of the diagram (JupyterLab 4
+    draws mermaid fences) and links the page: the copy is the page's, character for character."""
+    [notebook] = STAGES["fast"].notebooks
     cells = json.loads((ROOT / notebook).read_text(encoding="utf-8"))["cells"]
     markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
     copies = [m for m in markdown if "```mermaid" in m]
