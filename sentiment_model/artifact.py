@@ -112,6 +112,7 @@ class SentimentModel:
         self.labels = tuple(metadata.labels)
         self.scorer = "sklearn"  # which computes the probabilities: see use_scorer()
         self._proba = pipeline.predict_proba
+        self._direct = None  # the DirectScorer in use, if any
 
     def use_scorer(self, kind: str, log: logging.Logger | None = None) -> str:
         """Compute probabilities with ``kind``: ``"sklearn"`` (the pipeline) or ``"direct"``.
@@ -125,7 +126,7 @@ class SentimentModel:
 
         if kind not in ("direct", "sklearn"):
             raise ValueError(f"unknown scorer {kind!r}; choose 'direct' or 'sklearn'")
-        self.scorer, self._proba = "sklearn", self.pipeline.predict_proba
+        self.scorer, self._proba, self._direct = "sklearn", self.pipeline.predict_proba, None
         if kind == "direct":
             try:
                 candidate = direct.build_direct_scorer(self.pipeline)
@@ -136,6 +137,7 @@ class SentimentModel:
                 problem = f"check failed: {type(e).__name__}: {e}"
             if problem is None:
                 self.scorer, self._proba = "direct", candidate.predict_proba
+                self._direct = candidate
             else:
                 (log or logging.getLogger(__name__)).warning(
                     "direct_scorer_refused",
@@ -163,6 +165,28 @@ class SentimentModel:
             Prediction(self.labels[i], float(s))
             for i, s in zip(best.tolist(), scores.tolist(), strict=True)
         ]
+
+    def predict_with_signals(self, texts: list[str]) -> tuple[list[Prediction], list]:
+        """:meth:`predict` plus each text's :class:`~sentiment_model.signals.Signals` (tokens,
+        unknown_ratio, confidence). Nearly free with the direct scorer, which has the terms and
+        the vocabulary look-ups anyway; with scikit-learn the texts are analysed a second time.
+        """
+        from sentiment_model import signals as model_signals
+
+        if not texts:
+            return [], []
+        if self._direct is not None:
+            proba, sig = self._direct.predict_with_signals(texts)
+        else:
+            proba = self._proba(texts)
+            sig = model_signals.compute(self.pipeline.steps[0][1], texts, proba[:, 1])
+        best = proba.argmax(axis=1)
+        scores = proba[np.arange(len(best)), best]
+        predictions = [
+            Prediction(self.labels[i], float(s))
+            for i, s in zip(best.tolist(), scores.tolist(), strict=True)
+        ]
+        return predictions, sig
 
 
 def sha256_file(path: Path) -> str:
@@ -269,6 +293,8 @@ def export_model(
     labels: tuple[str, ...] = ("negative", "positive"),
     models_root: Path = MODELS_ROOT,
     make_latest: bool = True,
+    calibration: dict | None = None,
+    reference: dict | None = None,
 ) -> Path:
     """Write ``models_root/<name>-<version>/`` and return its path.
 
@@ -277,6 +303,9 @@ def export_model(
     same version and the same directory, which is then left as it is. With ``make_latest`` the
     artifact becomes the default that the servers load; tests and notebooks pass their own
     ``models_root`` (a temporary directory) so that the student's ``models/`` is never touched.
+    ``calibration`` (how the scores were calibrated, and what it changed) and ``reference`` (the
+    signals' distributions on held-out texts, :func:`sentiment_model.signals.reference`) go into
+    the metadata as they are, when given.
     """
     compaction = compact_for_export(pipeline)
     models_root = Path(models_root)
@@ -310,6 +339,8 @@ def export_model(
         sha256=digest,
         size_bytes=model_path.stat().st_size,
         compaction=compaction,
+        **({} if calibration is None else {"calibration": calibration}),
+        **({} if reference is None else {"reference": reference}),
     )
     (staging / METADATA_FILE).write_text(metadata.model_dump_json(indent=2) + "\n")
     if final.exists():  # a damaged copy of this version: replace it

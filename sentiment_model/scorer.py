@@ -26,6 +26,8 @@ from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from sentiment_model.signals import Signals, tokens_from_terms, unknown_ratio
+
 TOLERANCE = 1e-9  # largest difference in probability accepted against scikit-learn
 
 # Texts that exercise the analyzer's corners: accents, case, punctuation kept by the token
@@ -60,6 +62,7 @@ class DirectScorer:
         sublinear_tf: bool,
         binary: bool,
         norm: str | None,
+        ngram_range: tuple[int, int] = (1, 2),
     ) -> None:
         self.analyzer = analyzer
         self.vocabulary = vocabulary
@@ -69,6 +72,7 @@ class DirectScorer:
         self.sublinear_tf = sublinear_tf
         self.binary = binary
         self.norm = norm
+        self.ngram_range = tuple(ngram_range)
 
     def decision(self, text: str) -> float:
         """The logistic regression's decision value for one text."""
@@ -94,6 +98,58 @@ class DirectScorer:
         if self.norm == "l2":
             dot /= math.sqrt(float(weights @ weights))
         return dot + self.intercept
+
+    def _decision_and_counts(self, text: str) -> tuple[float, int, int]:
+        """:meth:`decision` plus the number of analyzer terms and of known ones (same loop)."""
+        lookup = self.vocabulary.get
+        counts: dict[int, int] = {}
+        terms = self.analyzer(text)
+        for term in terms:
+            j = lookup(term)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        if not counts:
+            return self.intercept, len(terms), 0
+        n = len(counts)
+        columns = np.fromiter(counts, dtype=np.intp, count=n)
+        known = np.fromiter(counts.values(), dtype=np.float64, count=n)
+        if self.binary:
+            weights = np.ones(n)
+        elif self.sublinear_tf:
+            weights = np.log(known) + 1.0
+        else:
+            weights = known.copy()
+        if self.idf is not None:
+            weights *= self.idf[columns]
+        dot = float(weights @ self.coef[columns])
+        if self.norm == "l2":
+            dot /= math.sqrt(float(weights @ weights))
+        return dot + self.intercept, len(terms), int(known.sum())
+
+    def predict_with_signals(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Signals]]:
+        """:meth:`predict_proba` and each text's :class:`~sentiment_model.signals.Signals`.
+
+        The same probabilities as :meth:`predict_proba` (the same arithmetic, in the same
+        order); the signals come from the terms and look-ups the scorer makes anyway. A separate
+        method, so that ``predict_proba`` does not pay for them.
+        """
+        n = len(texts)
+        decisions = np.empty(n, dtype=np.float64)
+        sizes = []
+        for i, text in enumerate(texts):
+            decisions[i], n_terms, n_known = self._decision_and_counts(text)
+            sizes.append((n_terms, n_known))
+        positive = expit(decisions)
+        ngram_range = self.ngram_range
+        signals = [
+            Signals(
+                tokens_from_terms(n_terms, ngram_range),
+                unknown_ratio(n_terms, n_known),
+                p if p >= 0.5 else 1.0 - p,
+            )
+            for (n_terms, n_known), p in zip(sizes, positive.tolist(), strict=True)
+        ]
+        return np.column_stack([1.0 - positive, positive]), signals
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities, one row per text, columns in ``classes_`` order."""
@@ -144,6 +200,7 @@ def build_direct_scorer(pipeline) -> DirectScorer:
         sublinear_tf=bool(vectorizer.sublinear_tf),
         binary=bool(vectorizer.binary),
         norm=vectorizer.norm,
+        ngram_range=tuple(vectorizer.ngram_range),
     )
 
 

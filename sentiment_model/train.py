@@ -1,8 +1,9 @@
 """Train, evaluate and export the sentiment model.
 
-``python -m sentiment_model.train`` builds the default model (under a minute on 2 cores) and
-exports it as the artifact the servers load. Add ``--search`` to re-run the hyper-parameter
-search on the validation split first.
+``python -m sentiment_model.train`` builds the default model (under a minute on 2 cores),
+calibrates its scores on the validation split (temperature scaling, folded into the classifier:
+see sentiment_model/calibration.py) and exports it as the artifact the servers load. Add
+``--search`` to re-run the hyper-parameter search on the validation split first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from sentiment_model import calibration, scorer, signals
 from sentiment_model.artifact import MODELS_ROOT, export_model
 from sentiment_model.data import DATA_FILE, DATA_PACKAGE, SEED, Splits, fingerprint, load_splits
 from sentiment_model.evaluate import evaluate
@@ -99,23 +101,50 @@ def data_summary(splits: Splits) -> dict:
     }
 
 
+def signals_reference(pipeline, df: pd.DataFrame, labels=("negative", "positive")) -> dict:
+    """The signals' reference distributions on ``df`` (held-out texts), for the metadata."""
+    proba, per_text = scorer.build_direct_scorer(pipeline).predict_with_signals(df["text"].tolist())
+    predicted = [labels[i] for i in proba.argmax(axis=1).tolist()]
+    true = [labels[i] for i in df["label"].tolist()]
+    return signals.reference(per_text, predicted, true) | {"split": "validation"}
+
+
 def train_default(
-    models_root: Path = MODELS_ROOT, params: dict | None = None, log=print
+    models_root: Path = MODELS_ROOT,
+    params: dict | None = None,
+    log=print,
+    calibrate: str | None = calibration.CHOSEN,
+    make_latest: bool = True,
 ) -> tuple[Path, dict]:
-    """Train on the train split, report on the test split, export, and return (path, report)."""
+    """Train on the train split, calibrate on validation (``calibrate``: ``"temperature"``,
+    ``"platt"`` or None), report on the test split, export, and return (path, report)."""
     start = time.perf_counter()
-    log("[1/4] loading and splitting the data ...")
+    log("[1/5] loading and splitting the data ...")
     splits = load_splits()
     log(f"      {splits.sizes()}")
     params = dict(DEFAULT_PARAMS if params is None else params)
-    log(f"[2/4] fitting TF-IDF + logistic regression {params} ...")
+    log(f"[2/5] fitting TF-IDF + logistic regression {params} ...")
     pipeline = fit(splits.train, **params)
     log(f"      vocabulary: {len(pipeline.named_steps['tfidf'].vocabulary_):,} terms")
-    log("[3/4] evaluating on the untouched test split ...")
+    record = None
+    if calibrate:
+        log(f"[3/5] calibrating the scores on the validation split ({calibrate}) ...")
+        record = calibration.calibrate(pipeline, splits.validation, splits.test, calibrate)
+        log(f"      a = {record['parameters']['a']:.4f}, b = {record['parameters']['b']:.4f}")
+        for source, after in record["after"]["test"].items():
+            before = record["before"]["test"][source]
+            log(
+                f"      test {source:16s} ECE {before['ece']:.4f} -> {after['ece']:.4f}  "
+                f"Brier {before['brier']:.4f} -> {after['brier']:.4f}"
+            )
+    else:
+        log("[3/5] no calibration (the raw logistic regression scores)")
+    log("[4/5] evaluating on the untouched test split ...")
     report = evaluate(pipeline, splits.test)
     for source, m in report["by_source"].items():
         log(f"      {source:16s} accuracy {m['accuracy']:.4f}  ROC AUC {m['roc_auc']:.4f}")
-    log("[4/4] exporting ...")
+    reference = signals_reference(pipeline, splits.validation)
+    log("[5/5] exporting ...")
     path = export_model(
         pipeline,
         name=MODEL_NAME,
@@ -123,6 +152,9 @@ def train_default(
         data=data_summary(splits),
         metrics={"test": report},
         models_root=models_root,
+        make_latest=make_latest,
+        calibration=record if record is not None else {"method": "none"},
+        reference=reference,
     )
     log(f"      wrote {path} in {time.perf_counter() - start:.1f} s")
     return path, report
@@ -136,6 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--if-missing", action="store_true", help="do nothing when a default model exists"
     )
+    parser.add_argument(
+        "--calibration",
+        choices=("temperature", "platt", "none"),
+        default=calibration.CHOSEN,
+        help=f"how to calibrate the scores on validation (default: {calibration.CHOSEN})",
+    )
     args = parser.parse_args(argv)
     if args.if_missing and (args.models_root / "LATEST").is_file():
         print(f"default model present: {(args.models_root / 'LATEST').read_text().strip()}")
@@ -146,7 +184,9 @@ def main(argv: list[str] | None = None) -> None:
         print(results.to_string())
         best = results.iloc[0]
         params = {k: best[k] for k in PARAM_GRID}
-    train_default(args.models_root, params)
+    train_default(
+        args.models_root, params, calibrate=None if args.calibration == "none" else args.calibration
+    )
 
 
 if __name__ == "__main__":
