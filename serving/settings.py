@@ -77,6 +77,19 @@ class Settings(BaseSettings):
         description="Final stage: 'direct' scores from the pipeline's fitted arrays (checked "
         "against scikit-learn at load; falls back to it), 'sklearn' calls predict_proba.",
     )
+    feedback_max_ids: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description="Monitored stage: most predictions remembered for POST /feedback (a batch "
+        "request counts each text); the oldest are forgotten first.",
+    )
+    feedback_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86_400,
+        description="Monitored stage: how long a prediction is remembered for POST /feedback.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_text: bool = Field(False, description="Log the raw review text (off: privacy, log size).")
 

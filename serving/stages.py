@@ -95,6 +95,14 @@ STAGES: dict[str, Stage] = {
             ("sentiment_model.scorer",),  # imported when the direct scorer is built
             loads_in_background=True,
         ),
+        Stage(
+            "monitored",
+            "lessons/11_monitoring",
+            "lessons/11_monitoring",
+            (f"{_NB}11_model_monitoring.ipynb",),
+            ("serving.monitoring",),
+            loads_in_background=True,
+        ),
     )
 }
 BASELINE_STAGE, FINAL_STAGE = "naive", "fast"
