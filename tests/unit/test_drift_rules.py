@@ -29,7 +29,12 @@ def test_the_committed_rules_are_generated_from_the_committed_reference():
 
 def test_the_command_prints_the_same_file():
     result = subprocess.run(
-        [sys.executable, "-m", "monitoring.drift_rules", "monitoring/tests/reference_metadata.json"],
+        [
+            sys.executable,
+            "-m",
+            "monitoring.drift_rules",
+            "monitoring/tests/reference_metadata.json",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
