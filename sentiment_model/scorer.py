@@ -124,7 +124,7 @@ class DirectScorer:
         dot = float(weights @ self.coef[columns])
         if self.norm == "l2":
             dot /= math.sqrt(float(weights @ weights))
-        return dot + self.intercept, len(terms), int(known.sum())
+        return dot + self.intercept, len(terms), sum(counts.values())
 
     def predict_with_signals(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Signals]]:
         """:meth:`predict_proba` and each text's :class:`~sentiment_model.signals.Signals`.
