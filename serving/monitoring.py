@@ -34,9 +34,11 @@ the prediction was right), so the accuracy stays a fair estimate, from fewer ans
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import HTTPException
@@ -98,8 +100,11 @@ class FeedbackStore:
         self.ttl_s = ttl_s
         self.several_workers = several_workers
         self.clock = clock
-        # request id -> (expiry time, labels; a label becomes None once its feedback arrived)
-        self._entries: OrderedDict[str, tuple[float, list[str | None]]] = OrderedDict()
+        # request id -> (expiry time, label, label, ...); a label becomes None once its feedback
+        # arrived. One flat tuple of a float and strings: the garbage collector stops tracking
+        # it the first time it looks, so 100,000 remembered predictions add nothing to later
+        # full collections (lists, or a tuple holding one, would: the stage's gc.freeze() note).
+        self._entries: OrderedDict[str, tuple] = OrderedDict()
         self._size = 0  # texts remembered: the sum of len(labels)
 
     def __len__(self) -> int:
@@ -110,18 +115,18 @@ class FeedbackStore:
         now = self.clock()
         old = self._entries.pop(request_id, None)
         if old is not None:
-            self._size -= len(old[1])
+            self._size -= len(old) - 1
         if len(labels) > self.max_predictions:  # a batch larger than the whole store
             return
-        self._entries[request_id] = (now + self.ttl_s, list(labels))
+        self._entries[request_id] = (now + self.ttl_s, *labels)
         self._size += len(labels)
         entries = self._entries
         while entries:  # the oldest go first: expired, or beyond the bound
-            expires, oldest = next(iter(entries.values()))
-            if expires > now and self._size <= self.max_predictions:
+            oldest = next(iter(entries.values()))
+            if oldest[0] > now and self._size <= self.max_predictions:
                 break
             entries.popitem(last=False)
-            self._size -= len(oldest)
+            self._size -= len(oldest) - 1
 
     def give(self, feedback: FeedbackRequest) -> FeedbackResponse:
         """Record the true label of a remembered prediction, or raise the HTTP error that says
@@ -131,7 +136,7 @@ class FeedbackStore:
         entry = self._entries.get(request_id)
         if entry is None or entry[0] <= self.clock():
             raise HTTPException(404, self._unknown(request_id, expired=entry is not None))
-        labels = entry[1]
+        labels = entry[1:]
         if index is None and len(labels) > 1:
             last = len(labels) - 1
             msg = f"request {request_id} classified {len(labels)} texts: give index 0..{last}"
@@ -147,7 +152,8 @@ class FeedbackStore:
         predicted = labels[position]
         if predicted is None:
             raise HTTPException(409, f"feedback for request {request_id} was already given")
-        labels[position] = None
+        given = (*entry[: position + 1], None, *entry[position + 2 :])
+        self._entries[request_id] = given  # the same place in the order
         return FeedbackResponse(
             request_id=request_id,
             index=index,
@@ -168,6 +174,38 @@ class FeedbackStore:
             message += "; not known to this worker: with several workers only the worker that "
             message += "answered a prediction remembers it"
         return message
+
+
+def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for every ``v``, in one update per bucket used.
+
+    A histogram is a sum and one count per bucket, and every update of one of them takes a
+    lock, and with several workers writes a memory-mapped file (a few microseconds each:
+    loadtest/monitoring_cost.py). ``observe`` makes two updates per value; here a batch of n
+    texts makes one for the sum and one per bucket its values fall in. prometheus-client has
+    no public call for it, so this adds to the histogram's own ``_sum`` and ``_buckets``
+    (tests/unit/test_feedback_store.py checks the result against ``observe``). A histogram
+    without those attributes (another version of the library): plain ``observe``.
+    """
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    bounds = getattr(histogram, "_upper_bounds", None)  # the bounds, +Inf last
+    if buckets is None or total is None or bounds is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    if len(values) == 1:  # the common case at low load: the same two updates, less around them
+        [value] = values
+        total.inc(value)
+        buckets[bisect.bisect_left(bounds, value)].inc(1)
+        return
+    counts: dict[int, int] = {}
+    for value in values:  # the first bucket with value <= bound, as observe() picks it
+        i = bisect.bisect_left(bounds, value)
+        counts[i] = counts.get(i, 0) + 1
+    total.inc(math.fsum(values))
+    for i, n in counts.items():
+        buckets[i].inc(n)
 
 
 class ModelMonitor:
@@ -204,17 +242,13 @@ class ModelMonitor:
             False: self.feedback.labels("wrong"),
         }
 
-    def observe(self, signals: Iterable[Signals]) -> None:
-        """Record each scored text's signals (in the batcher's thread)."""
-        confidence, tokens, unknown = (
-            self.confidence.observe,
-            self.tokens.observe,
-            self.unknown_ratio.observe,
-        )
-        for s in signals:
-            confidence(s.confidence)
-            tokens(s.tokens)
-            unknown(s.unknown_ratio)
+    def observe(self, signals: Sequence[Signals]) -> None:
+        """Record a batch's signals (in the batcher's thread): each histogram once per batch."""
+        if not signals:
+            return
+        observe_all(self.confidence, [s.confidence for s in signals])
+        observe_all(self.tokens, [s.tokens for s in signals])
+        observe_all(self.unknown_ratio, [s.unknown_ratio for s in signals])
 
     def remember(self, request_id: str, labels: Sequence[str]) -> None:
         """Keep a request's predicted labels for later feedback."""

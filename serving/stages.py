@@ -100,7 +100,7 @@ STAGES: dict[str, Stage] = {
             "lessons/11_monitoring",
             "lessons/11_monitoring",
             (f"{_NB}11_model_monitoring.ipynb",),
-            ("serving.monitoring",),
+            ("sentiment_model.signals", "serving.monitoring"),
             loads_in_background=True,
         ),
     )

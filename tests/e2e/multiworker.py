@@ -71,7 +71,12 @@ class WorkerServer:
     """
 
     def __init__(
-        self, tmp_path: Path, workers: int, env: dict[str, object], metrics_dir: bool = True
+        self,
+        tmp_path: Path,
+        workers: int,
+        env: dict[str, object],
+        metrics_dir: bool = True,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.tmp_path = tmp_path
         self.workers = workers
@@ -95,6 +100,7 @@ class WorkerServer:
         )
         if not metrics_dir:
             del self.env["PROMETHEUS_MULTIPROC_DIR"]
+        self.args = args  # more options for the command (``--app-dir`` of another stage)
         self.proc: subprocess.Popen | None = None
         self.seen: dict[int, psutil.Process] = {}  # every worker seen, to kill in stop()
 
@@ -102,7 +108,11 @@ class WorkerServer:
         """Start the server; return once every worker has loaded the model."""
         out = open(self.tmp_path / "server.out", "wb")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            local_command(self.port), cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            [*local_command(self.port), *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         out.close()
         self.wait_for(lambda: len(self.loaded_workers()) >= self.workers, timeout, "workers load")

@@ -3,13 +3,14 @@ signal histograms with the buckets of the artifact's reference (sentiment_model/
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 import uuid
 
 import pytest
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from pydantic import ValidationError
 
 from sentiment_model.signals import (
@@ -18,7 +19,7 @@ from sentiment_model.signals import (
     UNKNOWN_BUCKETS,
     Signals,
 )
-from serving.monitoring import FeedbackRequest, FeedbackStore, ModelMonitor
+from serving.monitoring import FeedbackRequest, FeedbackStore, ModelMonitor, observe_all
 from serving.settings import SettingsError, load_settings
 
 
@@ -170,6 +171,17 @@ def test_memory_per_remembered_prediction_is_bounded():
     assert per_prediction < 300, per_prediction
 
 
+def test_remembered_predictions_leave_the_garbage_collectors_walk():
+    """A full collection walks every tracked object; after one pass the store's entries are
+    no longer tracked, so a full store costs later collections nothing (lessons/05)."""
+    store = FeedbackStore(100, 3600)
+    for i in range(50):
+        store.remember(f"id{i}", ["positive", "negative"] if i % 2 else ["positive"])
+    store.give(feedback("id1", index=1))  # a given label is replaced in a new tuple
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in store._entries.values())
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -251,3 +263,36 @@ def test_feedback_is_counted_by_outcome_from_zero():
     with pytest.raises(HTTPException):
         monitor.give_feedback(feedback("b", "negative"))  # refused: not counted again
     assert (count("correct"), count("wrong")) == (1, 1)
+
+
+def test_a_batch_observed_at_once_gives_what_observe_gives_value_by_value():
+    values = [0.5, 0.6, 0.6000001, 0.7, 0.95, 0.99, 1.0, 0.61, 0.83, 0.999, 0.6, 1.0]
+    tokens = [0, 5, 6, 20, 21, 1000, 1001, 5000, 3, 3]
+    for bounds, batch in ((CONFIDENCE_BUCKETS, values), (TOKEN_BUCKETS, tokens)):
+        one_by_one, at_once = CollectorRegistry(), CollectorRegistry()
+        a = Histogram("h", "h", buckets=bounds, registry=one_by_one)
+        b = Histogram("h", "h", buckets=bounds, registry=at_once)
+        for v in batch:
+            a.observe(v)
+        observe_all(b, batch[:-1])
+        observe_all(b, batch[-1:])  # one value: its own path
+        observe_all(b, [])  # nothing to add
+        assert buckets(at_once, "h") == buckets(one_by_one, "h")
+        assert at_once.get_sample_value("h_sum") == pytest.approx(
+            one_by_one.get_sample_value("h_sum")
+        )
+        assert at_once.get_sample_value("h_count") == len(batch)
+
+
+def test_a_histogram_without_the_private_parts_gets_plain_observe():
+    class Plain:  # another version of the library, say
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, value: float) -> None:
+            self.seen.append(value)
+
+    plain = Plain()
+    observe_all(plain, [0.7, 0.9])
+    observe_all(plain, [0.8])
+    assert plain.seen == [0.7, 0.9, 0.8]
