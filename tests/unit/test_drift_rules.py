@@ -102,3 +102,10 @@ def test_every_model_alert_has_a_case_that_fires_it_and_the_control_fires_none()
     assert len(alerts) == 4 and fired == alerts
     control = tests.split('- name: "control')[1].split("- name:")[0]
     assert all(f"alertname: {a}, exp_alerts: []" in control for a in alerts)
+
+
+def test_a_production_window_renames_the_rules_with_it():
+    version, reference = drift_rules.load_reference(drift_rules.REFERENCE_FILE)
+    text = drift_rules.generate(version, reference, window="1h")
+    assert "[20s]" not in text and "ratio20s" not in text
+    assert "job_signal:inference_drift:psi1h" in text and "[1h]" in text
