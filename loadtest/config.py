@@ -178,6 +178,10 @@ def machine_info(config: BenchConfig) -> dict:
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
+        # The machine's load average (1, 5, 15 min) as the run starts; runner.run adds the end.
+        "load_average_start": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "pinning": {
             "server": " ".join(pin_prefix(SERVER_CPU)) or "none (taskset or 2nd CPU missing)",

@@ -318,6 +318,10 @@ def run(config: BenchConfig, run_dir: Path | None = None) -> tuple[Path, pd.Data
             pd.DataFrame(ceiling).to_csv(run_dir / "ceiling.csv", index=False)
     finally:
         payloads.unlink(missing_ok=True)  # a cache of the test split: not a result
+    if hasattr(os, "getloadavg"):  # how busy the (shared) machine was by the end
+        machine = json.loads((run_dir / "machine.json").read_text())
+        machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        (run_dir / "machine.json").write_text(json.dumps(machine, indent=2))
     summary = write_tables(run_dir, rows)
     plots_dir = Path(config.plots_dir) if config.plots_dir else (
         run_dir / "plots" if config.quick else PLOTS_DIR
