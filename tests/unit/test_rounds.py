@@ -166,3 +166,31 @@ def test_bare_app_answers_like_the_final_stage(monkeypatch, small_model_dir: Pat
         # nothing else: no metrics, no probes, no batch route
         for path in ("/metrics", "/ready", "/health"):
             assert client.get(path).status_code == 404
+
+
+def test_headline_tool_prices_servers_by_cpu_per_request(tmp_path: Path) -> None:
+    from loadtest import headline
+
+    rows = []
+    # server CPU µs per request at 64 connections, per round: naive, final, bare
+    cpu = {1: (500.0, 200.0, 180.0), 2: (520.0, 230.0, 190.0), 3: (480.0, 190.0, 170.0)}
+    for r, values in cpu.items():
+        for stage, us in zip(("naive", FINAL_STAGE, BARE), values, strict=True):
+            for profile, users, p50 in (("short", 64, 10.0), ("short", 1, 0.5), ("long", 64, 20.0)):
+                p50 = p50 * (1.4 if stage == "naive" else 1.0)
+                rows.append({"stage": stage, "profile": profile, "users": users, "round": r,
+                             "ok": 1000, "failed": 0, "seconds": 3.0, "rps": 0.9e6 / us,
+                             "server_cpu_pct": 90.0, "cpu_us": us, "p50_ms": p50,
+                             "p99_ms": 2 * p50, "rss_mb": 340.0, "host_load_1m": 2.0})  # fmt: skip
+    rows = pd.DataFrame(rows)
+    summary = headline.summarise(rows).set_index(["stage", "profile", "users"])
+    final = summary.loc[(FINAL_STAGE, "short", 64)]
+    assert final["cpu_us"] == 200.0 and final["one_core_rps"] == 5000.0
+    assert final["vs_naive"] == pytest.approx(2.5)  # rounds: 2.5, 2.26, 2.53
+    assert final["vs_bare"] == pytest.approx(170 / 190)  # rounds: .9, .83, .89
+    t = headline.targets(rows, FINAL_STAGE, tmp_path).set_index("target")
+    assert t.loc[f"short: {FINAL_STAGE} >= 85% of bare (one-core throughput)", "met"]
+    assert not t.loc[f"short: {FINAL_STAGE} >= 3.0x naive (one-core throughput)", "met"]
+    assert t.loc[f"short: one user, {FINAL_STAGE} p50 <= naive p50", "met"]
+    text = headline.write(tmp_path, rows, ["naive", FINAL_STAGE, BARE])
+    assert "| fast | short | 64 |" in text.replace(FINAL_STAGE, "fast")
