@@ -13,6 +13,8 @@
 
 Empty or unset: the final stage exactly as shipped. ``loadtest/layers.py`` and the benchmark's
 layers section serve this app once per value and compare them (lessons/07_fast/README.md).
+``INFERENCE_BENCH_STAGE`` names another stage to build the same way (a stage file such as
+``lean``; default: the final stage; ``loadtest/budget.py`` compares them).
 
 The server a student runs never reads this variable. :func:`create_bench_app` builds the final
 stage with its own ``create_app`` and then swaps parts by composition: a
@@ -26,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -51,11 +55,33 @@ from serving.context import RequestContext, with_request_id
 from serving.limits import WireObservabilityMiddleware
 from serving.multiprocess import WorkerMetrics
 from serving.settings import ENV_PREFIX, Settings, SettingsError
+from serving.stages import FINAL_STAGE, STAGES
 
 ENV = f"{ENV_PREFIX}BENCH_OFF"
 BENCH_LAYERS = ("metrics", "access_log", "request_id", "batcher")
 OBSERVABILITY_LAYERS = frozenset({"metrics", "access_log", "request_id"})  # the middleware's
 FINAL_MODULE = "inference_server"  # the repository root's final stage
+STAGE_ENV = f"{ENV_PREFIX}BENCH_STAGE"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def stage_module(name: str | None = None) -> ModuleType:
+    """The module of stage ``name`` (default: ``$INFERENCE_BENCH_STAGE``, else the final
+    stage): the root's ``inference_server``, or another stage file imported from its path."""
+    name = name or os.environ.get(STAGE_ENV) or FINAL_STAGE
+    if name not in STAGES:
+        raise SettingsError(f"invalid server settings:\n  {STAGE_ENV}={name!r}: unknown stage")
+    if STAGES[name].app_dir == ".":
+        return importlib.import_module(FINAL_MODULE)
+    module_name = f"bench_stage_{name}"
+    if module_name not in sys.modules:
+        path = os.path.join(ROOT, STAGES[name].app_dir, "inference_server.py")
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
 
 R = TypeVar("R")
 
@@ -248,7 +274,7 @@ def create_bench_app(
     ``$INFERENCE_BENCH_OFF``; a string is parsed like it)."""
     if off is None or isinstance(off, str):
         off = layers_off(off)
-    stage = stage or importlib.import_module(FINAL_MODULE)
+    stage = stage or stage_module()
     metrics_class = SilentMetrics if "metrics" in off else stage.WorkerMetrics
     with _replaced(stage, "WorkerMetrics", metrics_class):
         app = stage.create_app(settings, **create_app_kwargs)

@@ -95,6 +95,14 @@ STAGES: dict[str, Stage] = {
             ("sentiment_model.scorer",),  # imported when the direct scorer is built
             loads_in_background=True,
         ),
+        Stage(
+            "lean",
+            "lessons/10_price",
+            "lessons/10_price",
+            (f"{_NB}10_price_of_production.ipynb",),
+            (),  # cuts in what earlier lessons taught; no new module
+            loads_in_background=True,
+        ),
     )
 }
 BASELINE_STAGE, FINAL_STAGE = "naive", "fast"

@@ -30,7 +30,17 @@ FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console", "zsh"}
 INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
 # Programs that live in .venv/bin: printed bare, they need an activated .venv.
-VENV_TOOLS = {"python", "uvicorn", "pytest", "jupyter", "locust", "ruff", "pip", "pyinstrument"}
+VENV_TOOLS = {
+    "python",
+    "uvicorn",
+    "pytest",
+    "jupyter",
+    "locust",
+    "ruff",
+    "pip",
+    "pyinstrument",
+    "py-spy",
+}
 # Folders the programs write at run time: a path there need not exist before the command runs.
 RUNTIME_DIRS = {"logs", "models"}
 SHELL_OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "2>", "2>&1", "(", ")"}

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_stage_points_at_its_code_lesson_and_notebooks() -> None:
     assert list(STAGES) == [
-        "naive", "validated", "metrics", "batched", "lifecycle", "hardened", "fast"
+        "naive", "validated", "metrics", "batched", "lifecycle", "hardened", "fast", "lean"
     ]  # fmt: skip
     assert {BASELINE_STAGE, FINAL_STAGE} <= set(STAGES)
     for name, stage in STAGES.items():
