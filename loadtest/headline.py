@@ -224,16 +224,25 @@ def write(out: Path, rows: pd.DataFrame, stages: list[str]) -> str:
 
     summary = summarise(rows)
     summary.to_csv(out / "headline-summary.csv", index=False, float_format="%.5g")
-    layers_csv = out / "layers-short.csv"
-    layers = pd.read_csv(layers_csv, keep_default_na=False) if layers_csv.is_file() else None
-    if layers is not None:
+
+    def layers_of(stage: str) -> pd.DataFrame | None:
+        """``python -m loadtest.layers --stage STAGE --out OUT``'s rows (``layers-short.csv``:
+        the final stage's, written without ``--stage``)."""
+        path = out / f"layers-short-{stage}.csv"
+        if not path.is_file() and stage == FINAL_STAGE:
+            path = out / "layers-short.csv"
+        if not path.is_file():
+            return None
+        layers = pd.read_csv(path, keep_default_na=False)
         for col in ("rps", "server_cpu_pct", "cpu_us", "round", "ok", "failed"):
             layers[col] = pd.to_numeric(layers[col])
+        return layers
+
     order = list(SERVERS)
     firsts = [s for s in stages if s in order and order.index(s) >= order.index(FINAL_STAGE)]
     firsts = [s for s in firsts if s != BARE and not s.endswith("-sklearn")]
     table = pd.concat(
-        [targets(rows, s, out, layers if s == FINAL_STAGE else None) for s in firsts],
+        [targets(rows, s, out, layers_of(s)) for s in firsts],
         ignore_index=True,
     )
     table.to_csv(out / "headline-targets.csv", index=False, float_format="%.5g")
