@@ -32,7 +32,7 @@ import pandas as pd
 import psutil
 
 from loadtest.config import BARE, BenchConfig, machine_info
-from loadtest.launcher import CLIENT_CPU, StageServer
+from loadtest.launcher import CLIENT_CPU, StageServer, trim_log
 from loadtest.layers import cpu_seconds, predict_requests
 from loadtest.rawhttp import closed_loop
 from loadtest.rounds import LAYERS_COST, OF_BARE, OVER_NAIVE, SCORE_TOLERANCE, _layers_cost
@@ -111,6 +111,11 @@ def measure(
     finally:
         for server in servers.values():
             server.stop()
+            for path in (server.log_path, server.request_log):  # one line per request: trimmed
+                if path is not None:
+                    for rotated in path.parent.glob(f"{path.name}.*"):
+                        rotated.unlink()
+                    trim_log(path)
     return pd.DataFrame(rows)
 
 
