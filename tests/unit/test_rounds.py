@@ -4,6 +4,7 @@ and the bare app answering like the final stage. No load."""
 
 from __future__ import annotations
 
+import gc
 import math
 from pathlib import Path
 
@@ -155,6 +156,9 @@ def test_bare_app_answers_like_the_final_stage(monkeypatch, small_model_dir: Pat
     import loadtest.bare_batched as bare
 
     bare = importlib.reload(bare)  # settings are read at import
+    threshold = gc.get_threshold()
+    monkeypatch.setattr(gc, "freeze", lambda: None)  # the test process keeps its collector
+    monkeypatch.setattr(gc, "set_threshold", lambda *args: None)
     with TestClient(bare.app) as client:
         ok = client.post("/predict", json={"text": "A warm, funny, beautifully acted film."})
         assert ok.status_code == 200
@@ -166,6 +170,7 @@ def test_bare_app_answers_like_the_final_stage(monkeypatch, small_model_dir: Pat
         # nothing else: no metrics, no probes, no batch route
         for path in ("/metrics", "/ready", "/health"):
             assert client.get(path).status_code == 404
+    assert gc.get_threshold() == threshold
 
 
 def test_headline_tool_prices_servers_by_cpu_per_request(tmp_path: Path) -> None:
