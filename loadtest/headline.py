@@ -173,7 +173,7 @@ def targets(rows: pd.DataFrame, stage: str, out: Path, layers: pd.DataFrame | No
         r = _spread(_paired(rows, stage, BARE, profile, users, "rps"))
         res.append(_target(
             f"{profile}: {stage} >= {OF_BARE[profile]:.0%} of bare (one-core throughput)",
-            s, ">=", OF_BARE[profile], "{:.0%}",
+            s, ">=", OF_BARE[profile], "{:.1%}",
             f"server CPU per request, {users} connections; req/s measured: {r['median']:.0%} "
             f"({r['min']:.0%} to {r['max']:.0%})"))  # fmt: skip
         s = _spread(_paired(rows, BASELINE_STAGE, stage, profile, users, "cpu_us"))
@@ -202,7 +202,7 @@ def targets(rows: pd.DataFrame, stage: str, out: Path, layers: pd.DataFrame | No
     if layers is not None:
         s, detail = _layers_cost(layers)
         res.append(_target("metrics + access log + request ids <= 10% of max throughput", s,
-                           "<=", LAYERS_COST, "{:.0%}", detail))  # fmt: skip
+                           "<=", LAYERS_COST, "{:.1%}", detail))  # fmt: skip
     mine = rows[rows["stage"] == stage]
     res.append(_target(f"{stage}: zero failures", _spread([float(mine["failed"].sum())]), "<=",
                        0, "{:.0f}", f"{int(mine['ok'].sum())} requests answered"))  # fmt: skip

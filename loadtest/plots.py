@@ -447,3 +447,49 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     attempt("wait_sweep.png", wait_sweep, summary)
     attempt("layers.png", layers, summary)
     return made
+
+
+def headline_cpu(rows: pd.DataFrame | str | Path, path: str | Path | None = None) -> Figure:
+    """The rounds of ``python -m loadtest.headline`` (``headline-rounds.csv``): per server, the
+    throughput it would reach with one core to itself (``1e6 / server CPU µs per request``) on
+    each profile under load, the req/s it was measured at, and the one-user p50; a bar at the
+    median, a whisker from the lowest to the highest round, a dot per round."""
+    rows = _table(rows)
+    rows = rows.assign(one_core_rps=1e6 / rows["cpu_us"])
+    top = int(rows["users"].max())
+    panels = [
+        ("short", top, "one_core_rps", "req/s with one core (1e6 / CPU µs)"),
+        ("long", top, "one_core_rps", "req/s with one core (1e6 / CPU µs)"),
+        ("short", top, "rps", "req/s measured (shared machine)"),
+        ("short", 1, "p50_ms", "p50, one user (ms)"),
+    ]
+    panels = [p for p in panels if ((rows["profile"] == p[0]) & (rows["users"] == p[1])).any()]
+    fig = _figure(len(panels), width=3.6, height=3.4)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    stages = _stages(rows)
+    for ax, (profile, users, col, label) in zip(axes, panels, strict=True):
+        part = rows[(rows["profile"] == profile) & (rows["users"] == users)]
+        for i, stage in enumerate(stages):
+            values = part[part["stage"] == stage][col]
+            if not len(values):
+                continue
+            med = values.median()
+            ax.barh(i, med, color=STAGE_COLORS.get(stage, "#999999"), alpha=0.6)
+            ax.errorbar(med, i, xerr=[[med - values.min()], [values.max() - med]], fmt="none",
+                        ecolor="k", capsize=3, lw=1)  # fmt: skip
+            ax.plot(values, [i] * len(values), "k.", ms=4)
+            fmt = "{:.2f}" if col == "p50_ms" else "{:,.0f}"
+            ax.annotate(fmt.format(med), (values.max(), i), textcoords="offset points",
+                        xytext=(4, -3), fontsize=7)  # fmt: skip
+        ax.set_yticks(range(len(stages)), [STAGE_NAMES.get(s, s) for s in stages], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, part[col].max() * 1.3)
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_title(f"{PROFILE_TITLES.get(profile, profile)}, {plural(users, 'user')}",
+                     fontsize=8)  # fmt: skip
+        ax.grid(True, axis="x", alpha=0.3)
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
+    n = int(rows["round"].max())
+    fig.suptitle(f"The headline over {n} interleaved rounds: median, range, each round")
+    return _save(fig, path)
