@@ -197,5 +197,7 @@ def test_headline_tool_prices_servers_by_cpu_per_request(tmp_path: Path) -> None
     assert t.loc[f"short: {FINAL_STAGE} >= 85% of bare (one-core throughput)", "met"]
     assert not t.loc[f"short: {FINAL_STAGE} >= 3.0x naive (one-core throughput)", "met"]
     assert t.loc[f"short: one user, {FINAL_STAGE} p50 <= naive p50", "met"]
+    fig = plots.headline_cpu(rows, tmp_path / "headline_cpu.png")
+    assert (tmp_path / "headline_cpu.png").is_file() and len(fig.axes) == 4
     text = headline.write(tmp_path, rows, ["naive", FINAL_STAGE, BARE])
     assert "| fast | short | 64 |" in text.replace(FINAL_STAGE, "fast")
