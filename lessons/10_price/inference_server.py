@@ -89,11 +89,10 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
             # a pause of about 0.1 s under load (lessons/05_lifecycle/README.md).
             gc.collect()
             gc.freeze()
-            # A request allocates hundreds of container objects; at the default threshold (700)
-            # the youngest generation is collected every request or two, and every request in
-            # flight plus every access-log record waiting for the writer is scanned and moved
-            # up a generation each time. A larger threshold collects once per few dozen
-            # requests: most of those objects are gone by then (lessons/10_price/README.md).
+            # Under load, at the default threshold (700), the youngest generation was collected
+            # about once every 7 requests, scanning and promoting the objects of every request
+            # in flight each time; at this one, not once in a 3 s step: most of those objects
+            # are gone before a collection comes (benchmarks/results/budget/README.md).
             gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
         except Exception as e:
             state.load_error = f"model not loaded: {without_paths(str(e))}"  # log keeps paths
