@@ -8,6 +8,7 @@ process (one worker, pinned to CPU 0 with ``taskset`` where available) and headl
     python -m loadtest.bench                                  # everything, the README's run
     python -m loadtest.bench --quick --stages naive fast --no-layers
     python -m loadtest.bench --users 1 16 64 --duration 5 --no-sweep
+    python -m loadtest.bench --stages naive fast bare --rounds 3   # medians and ranges
     python -m loadtest.bench --report benchmarks/results/<run-id>   # redo a run's report
 
 What runs, in order, is described in :mod:`loadtest.runner`; the files a run writes in
@@ -68,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--model-dir", help="model artifact for every stage (INFERENCE_MODEL_DIR)")
     p.add_argument("--plots-dir", help="where PNGs go (default benchmarks/plots, quick: run dir)")
     p.add_argument("--out", help="results root directory (default benchmarks/results)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds of the stages' ladders "
+                   "(medians and ranges in rounds.md)")  # fmt: skip
+    p.add_argument("--labels-stages", nargs="+", choices=BENCH_STAGES,
+                   help="stages checked like the final stage on the whole test split")  # fmt: skip
     skips = {  # --no-NAME: what it skips, and the config value that skips it
         "mixed": ("the mixed step", "mixed_users", None),
         "half-load": ("the half-load step", "half_load_users", None),
@@ -83,7 +88,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     a = p.parse_args(argv)
     names = ["stages", "profiles", "users", "duration", "mixed_users", "half_load_users",
              "sweep_ms", "sweep_users", "sweep_profiles", "layers", "layers_users",
-             "ceiling_seconds", "direct_scorer", "model_dir", "plots_dir"]  # fmt: skip
+             "ceiling_seconds", "direct_scorer", "model_dir", "plots_dir", "rounds",
+             "labels_stages"]  # fmt: skip
     overrides = {k: getattr(a, k) for k in names if getattr(a, k) is not None}
     if a.out is not None:
         overrides["out_root"] = a.out
@@ -95,6 +101,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     config = BenchConfig.quick_config(**overrides) if a.quick else BenchConfig(**overrides)
     if any(u < 1 for u in config.users) or config.duration <= 0:
         p.error("--users must be >= 1 and --duration > 0")
+    if not 1 <= config.rounds <= 10:
+        p.error("--rounds must be 1 to 10")
     return config
 
 

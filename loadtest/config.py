@@ -25,6 +25,10 @@ from serving.stages import FINAL_STAGE, STAGES
 
 RESULTS_ROOT = ROOT / "benchmarks" / "results"
 FINAL_SKLEARN = f"{FINAL_STAGE}-sklearn"  # the final stage scoring with sklearn's predict_proba
+# The bare batched reference (loadtest/bare_batched.py): the final stage's request model, batcher
+# and direct scorer, without production's layers. Served like a stage, under this name.
+BARE = "bare"
+BARE_APP = "loadtest.bare_batched:app"
 PLOTS_DIR = ROOT / "benchmarks" / "plots"
 PROFILES = ("short", "long")
 # INFERENCE_BENCH_OFF values of the layers section: each layer off alone, then every
@@ -60,6 +64,12 @@ class BenchConfig:
     quick: bool = False
     plots_dir: str | None = None
     out_root: str | None = None  # results root (default benchmarks/results)
+    # Rounds of the stages' sessions (ladders), interleaved: round r starts each server again,
+    # in an order rotated by r, so a noisy neighbour or a slower CPU period spreads over every
+    # server instead of landing on one. The sweep and the layers run once, after the rounds.
+    rounds: int = 1
+    # Besides the final stage, which servers get the labels check (their first round only).
+    labels_stages: list[str] = field(default_factory=list)
 
     @classmethod
     def quick_config(cls, **overrides) -> BenchConfig:
@@ -101,24 +111,42 @@ def configured_wait_ms() -> float | None:
     return None if value is None else float(value)
 
 
+def _first_teaching(module: str) -> int:
+    """Position (in the course's order) of the first stage whose lesson teaches ``module``."""
+    order = list(STAGES)
+    return next((i for i, s in enumerate(order) if module in STAGES[s].teaches), len(order))
+
+
 def server_settings(stage: str, env: dict[str, str]) -> dict[str, object]:
     """The batching wait, scorer and switched-off layers a server runs with (summary columns).
 
-    Only the final stage has them all; the other stages score with sklearn; any other app (the
+    Stages from the batched one on have a batching wait, stages from the one that introduces
+    the direct scorer on have a scorer setting (the final stage and any stage after it), the
+    earlier stages score with sklearn; ``INFERENCE_BENCH_OFF`` is read only by the final stage's
+    benchmark app. The bare reference is greedy with the direct scorer; any other app (the
     reference) has no model.
     """
-    if stage != FINAL_STAGE:
-        scorer = "sklearn" if stage in STAGES else "none"
-        return {"wait_ms": float("nan"), "scorer": scorer, "bench_off": ""}
+    if stage == BARE:
+        return {"wait_ms": 0.0, "scorer": "direct", "bench_off": ""}
+    if stage not in STAGES:
+        return {"wait_ms": float("nan"), "scorer": "none", "bench_off": ""}
+    position = list(STAGES).index(stage)
     defaults = final_stage_settings()
     wait = env.get("INFERENCE_MAX_BATCH_WAIT_MS")
     wait = wait if wait is not None else configured_wait_ms()
-    scorer = env.get("INFERENCE_SCORER") or os.environ.get("INFERENCE_SCORER")
-    return {
-        "wait_ms": float("nan") if wait is None else float(wait),
+    batches = position >= _first_teaching("serving.batcher")
+    scorer = "sklearn"
+    if position >= _first_teaching("sentiment_model.scorer"):
+        scorer = env.get("INFERENCE_SCORER") or os.environ.get("INFERENCE_SCORER")
         # Before the setting exists, the final stage scores with sklearn.
-        "scorer": scorer or str(defaults.get("scorer") or "sklearn"),
-        "bench_off": env.get("INFERENCE_BENCH_OFF", os.environ.get("INFERENCE_BENCH_OFF", "")),
+        scorer = scorer or str(defaults.get("scorer") or "sklearn")
+    off = ""
+    if stage == FINAL_STAGE:
+        off = env.get("INFERENCE_BENCH_OFF", os.environ.get("INFERENCE_BENCH_OFF", ""))
+    return {
+        "wait_ms": float("nan") if wait is None or not batches else float(wait),
+        "scorer": scorer,
+        "bench_off": off,
     }
 
 
@@ -150,6 +178,10 @@ def machine_info(config: BenchConfig) -> dict:
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
+        # The machine's load average (1, 5, 15 min) as the run starts; runner.run adds the end.
+        "load_average_start": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "pinning": {
             "server": " ".join(pin_prefix(SERVER_CPU)) or "none (taskset or 2nd CPU missing)",

@@ -219,6 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--out", type=Path, help="also write the rows (CSV) and table (Markdown) here")
     p.add_argument(
+        "--stage",
+        help="the stage to serve (INFERENCE_BENCH_STAGE of loadtest/bench_app.py; default the "
+        "final stage); its files are named layers-<profile>-<stage>.csv/.md",
+    )
+    p.add_argument(
         "--summarise", type=Path, help="only print the table of a rows CSV written before"
     )
     a = p.parse_args(argv)
@@ -230,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= a.rounds <= 20 or not 0.5 <= a.seconds <= 30:
         p.error("keep it bounded: 1-20 rounds of 0.5-30 s")
     configs = {name: CONFIGS[name] for name in a.configs} if a.configs else None
-    rows = measure_layers(a.profile, configs, a.rounds, a.seconds, a.connections)
+    env = {"INFERENCE_BENCH_STAGE": a.stage} if a.stage else None
+    rows = measure_layers(a.profile, configs, a.rounds, a.seconds, a.connections, env=env)
     summary = summarise(rows)
     table = markdown_table(summary)
     print(f"\n{a.profile} texts, {a.connections} connections, {a.rounds} rounds x {a.seconds:g} s")
@@ -239,8 +245,9 @@ def main(argv: list[str] | None = None) -> None:
         import pandas as pd
 
         a.out.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_csv(a.out / f"layers-{a.profile}.csv", index=False)
-        (a.out / f"layers-{a.profile}.md").write_text(table + "\n", encoding="utf-8")
+        name = f"layers-{a.profile}" + (f"-{a.stage}" if a.stage else "")
+        pd.DataFrame(rows).to_csv(a.out / f"{name}.csv", index=False)
+        (a.out / f"{name}.md").write_text(table + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

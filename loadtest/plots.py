@@ -18,13 +18,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from loadtest.ceiling import best_ceiling
-from loadtest.config import FINAL_SKLEARN
+from loadtest.config import BARE, FINAL_SKLEARN
 from loadtest.report import REFERENCE, layers_table
 from loadtest.results import read_table
+from loadtest.rounds import collapse_rounds, has_rounds, headline, round_points
 from loadtest.steps import plural
 from serving.stages import FINAL_STAGE, STAGES
 
-STAGE_ORDER = [*STAGES, FINAL_SKLEARN, REFERENCE]
+STAGE_ORDER = [*STAGES, FINAL_SKLEARN, BARE, REFERENCE]
 STAGE_COLORS = {
     "naive": "#d62728",
     "validated": "#ff7f0e",
@@ -34,9 +35,12 @@ STAGE_COLORS = {
     "hardened": "#8c564b",
     FINAL_STAGE: "#1f77b4",  # the final stage keeps its colour whatever its name
     FINAL_SKLEARN: "#9467bd",
+    "lean": "#08306b",  # step 10
+    BARE: "#e377c2",
     REFERENCE: "#555555",
 }
-STAGE_NAMES = {REFERENCE: "FastAPI ceiling (no model)"}
+STAGE_NAMES = {REFERENCE: "FastAPI ceiling (no model)", BARE: "bare batched (no production layers)"}
+STAGE_STYLES = {REFERENCE: "s--", BARE: "D--"}  # references, not stages: dashed
 PROFILE_TITLES = {"short": "short texts (~110 chars)", "long": "long reviews (~1,300 chars)"}
 
 
@@ -98,9 +102,12 @@ def _users_axis(ax, users) -> None:
 
 def _stage_line(ax, part: pd.DataFrame, stage: str, x: str, y: str) -> None:
     s = part[part["stage"] == stage]
-    style = "s--" if stage == REFERENCE else "o-"
+    style = STAGE_STYLES.get(stage, "o-")
     label = STAGE_NAMES.get(stage, stage)
     ax.plot(s[x], s[y], style, color=STAGE_COLORS.get(stage), label=label)
+    if f"{y}_min" in s and s[f"{y}_min"].notna().any():  # several rounds: their range
+        ax.fill_between(s[x], s[f"{y}_min"], s[f"{y}_max"], color=STAGE_COLORS.get(stage),
+                        alpha=0.15, lw=0)  # fmt: skip
 
 
 def _ceilings(ceil: pd.DataFrame | None, profile: str) -> list[tuple[str, float]]:
@@ -366,14 +373,56 @@ def layers(summary: pd.DataFrame | str | Path, path: str | Path | None = None) -
     return _save(fig, path)
 
 
+def headline_rounds(summary: pd.DataFrame | str | Path, path: str | Path | None = None) -> Figure:
+    """The headline points of a run of several rounds: per server, the highest ladder rate and
+    the one-user p50 on each profile, a bar at the median, a whisker from the lowest to the
+    highest round and a dot per round."""
+    summary = _table(summary)
+    head, points = headline(summary), round_points(summary)
+    profiles = _profiles(head)
+    fig = _figure(2, len(profiles), width=6.0, height=3.4)
+    axes = fig.subplots(len(profiles), 2, squeeze=False)
+    panels = (("max_rps", "max throughput (req/s)"), ("p50_one_user_ms", "p50, one user (ms)"))
+    for row, profile in enumerate(profiles):
+        part = head[head["profile"] == profile]
+        stages = _stages(part)
+        for col, (key, label) in enumerate(panels):
+            ax = axes[row][col]
+            for i, stage in enumerate(stages):
+                r = part[part["stage"] == stage].iloc[0]
+                color = STAGE_COLORS.get(stage, "#999999")
+                ax.barh(i, r[key], color=color, alpha=0.6)
+                low, high = r[key] - r[f"{key}_min"], r[f"{key}_max"] - r[key]
+                ax.errorbar(r[key], i, xerr=[[low], [high]], fmt="none", ecolor="k", capsize=3,
+                            lw=1)  # fmt: skip
+                dots = points[(points["stage"] == stage) & (points["profile"] == profile)][key]
+                ax.plot(dots, [i] * len(dots), "k.", ms=4)
+                fmt = "{:,.0f}" if key == "max_rps" else "{:.2f}"
+                ax.annotate(fmt.format(r[key]), (r[f"{key}_max"], i), textcoords="offset points",
+                            xytext=(4, -3), fontsize=7)  # fmt: skip
+            ax.set_yticks(range(len(stages)), [STAGE_NAMES.get(s, s) for s in stages], fontsize=7)
+            ax.invert_yaxis()
+            ax.set_xlim(0, part[f"{key}_max"].max() * 1.25)
+            ax.set_xlabel(label)
+            ax.set_title(f"{label}, {PROFILE_TITLES.get(profile, profile)}", fontsize=9)
+            ax.grid(True, axis="x", alpha=0.3)
+    n = int(head["rounds"].max())
+    fig.suptitle(f"Headline points over {n} interleaved rounds: median, range, each round")
+    return _save(fig, path)
+
+
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """Every plot the run's data allows, as PNGs in ``out_dir`` (default ``run_dir/plots``)."""
     run_dir = Path(run_dir)
+    made: list[Path] = []
     out = Path(out_dir) if out_dir else run_dir / "plots"
     summary = read_table(run_dir)  # today's stage names, whatever the run called them
+    if has_rounds(summary):
+        made.append(out / "headline_rounds.png")
+        headline_rounds(summary, made[-1])
+        summary = collapse_rounds(summary)  # lines at the medians, bands over the rounds
     ceiling = run_dir / "ceiling.csv"
     batches = run_dir / "batch_sizes.csv"
-    made: list[Path] = []
 
     def attempt(name: str, fn, *args) -> None:
         try:
@@ -398,3 +447,49 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     attempt("wait_sweep.png", wait_sweep, summary)
     attempt("layers.png", layers, summary)
     return made
+
+
+def headline_cpu(rows: pd.DataFrame | str | Path, path: str | Path | None = None) -> Figure:
+    """The rounds of ``python -m loadtest.headline`` (``headline-rounds.csv``): per server, the
+    throughput it would reach with one core to itself (``1e6 / server CPU µs per request``) on
+    each profile under load, the req/s it was measured at, and the one-user p50; a bar at the
+    median, a whisker from the lowest to the highest round, a dot per round."""
+    rows = _table(rows)
+    rows = rows.assign(one_core_rps=1e6 / rows["cpu_us"])
+    top = int(rows["users"].max())
+    panels = [
+        ("short", top, "one_core_rps", "req/s with one core (1e6 / CPU µs)"),
+        ("long", top, "one_core_rps", "req/s with one core (1e6 / CPU µs)"),
+        ("short", top, "rps", "req/s measured (shared machine)"),
+        ("short", 1, "p50_ms", "p50, one user (ms)"),
+    ]
+    panels = [p for p in panels if ((rows["profile"] == p[0]) & (rows["users"] == p[1])).any()]
+    fig = _figure(len(panels), width=3.6, height=3.4)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    stages = _stages(rows)
+    for ax, (profile, users, col, label) in zip(axes, panels, strict=True):
+        part = rows[(rows["profile"] == profile) & (rows["users"] == users)]
+        for i, stage in enumerate(stages):
+            values = part[part["stage"] == stage][col]
+            if not len(values):
+                continue
+            med = values.median()
+            ax.barh(i, med, color=STAGE_COLORS.get(stage, "#999999"), alpha=0.6)
+            ax.errorbar(med, i, xerr=[[med - values.min()], [values.max() - med]], fmt="none",
+                        ecolor="k", capsize=3, lw=1)  # fmt: skip
+            ax.plot(values, [i] * len(values), "k.", ms=4)
+            fmt = "{:.2f}" if col == "p50_ms" else "{:,.0f}"
+            ax.annotate(fmt.format(med), (values.max(), i), textcoords="offset points",
+                        xytext=(4, -3), fontsize=7)  # fmt: skip
+        ax.set_yticks(range(len(stages)), [STAGE_NAMES.get(s, s) for s in stages], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, part[col].max() * 1.3)
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_title(f"{PROFILE_TITLES.get(profile, profile)}, {plural(users, 'user')}",
+                     fontsize=8)  # fmt: skip
+        ax.grid(True, axis="x", alpha=0.3)
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
+    n = int(rows["round"].max())
+    fig.suptitle(f"The headline over {n} interleaved rounds: median, range, each round")
+    return _save(fig, path)

@@ -31,6 +31,8 @@ import httpx
 import pandas as pd
 
 from loadtest.config import (
+    BARE,
+    BARE_APP,
     FINAL_SKLEARN,
     PLOTS_DIR,
     PROFILES,
@@ -51,6 +53,7 @@ from loadtest.report import (
     report_markdown,
 )
 from loadtest.results import read_table
+from loadtest.rounds import collapse_rounds, has_rounds, write_round_files
 from loadtest.steps import STEP_OVERHEAD_S, Step, ensure_payload_file, run_steps, tidy
 from serving.stages import BASELINE_STAGE, FINAL_STAGE, STAGES
 
@@ -75,6 +78,7 @@ class ServerSpec:
 
 SERVERS: dict[str, ServerSpec] = {name: ServerSpec(name, name) for name in STAGES} | {
     FINAL_SKLEARN: ServerSpec(FINAL_SKLEARN, FINAL_STAGE, {"INFERENCE_SCORER": "sklearn"}),
+    BARE: ServerSpec(BARE, BARE, app_dir=".", app=BARE_APP),
     REFERENCE: ServerSpec(REFERENCE, REFERENCE, app_dir=".", app="loadtest.reference_server:app"),
 }
 FINAL_VARIANTS = (FINAL_STAGE, FINAL_SKLEARN)  # they get the half-load step too
@@ -90,6 +94,7 @@ class Session:
     steps: Callable[[StageServer, list[dict]], Iterable[Step]]  # (server, rows so far)
     n_steps: int
     after: Callable[[StageServer], None] | None = None
+    round: int = 1  # which round of the stages' sessions (BenchConfig.rounds)
 
 
 def plan(config: BenchConfig, hooks: dict[str, Callable[[StageServer], None]]) -> list[Session]:
@@ -112,13 +117,18 @@ def plan(config: BenchConfig, hooks: dict[str, Callable[[StageServer], None]]) -
         return steps
 
     labels = [s for s in SERVERS if s in config.stages] + [REFERENCE] * config.reference
-    for label in labels:
-        extra = bool(config.half_load_users) * (label in (BASELINE_STAGE, *FINAL_VARIANTS))
-        extra += bool(config.mixed_users) * (label == FINAL_STAGE)
-        n = len(config.profiles) * (len(config.users) + extra)
-        sessions.append(
-            Session(label, SERVERS[label], env, stage_steps(label), n, hooks.get(label))
-        )
+    for r in range(config.rounds):
+        # Round r starts every server again, in an order rotated by r (interleaved rounds).
+        shift = r % len(labels) if labels else 0
+        for label in labels[shift:] + labels[:shift]:
+            extra = bool(config.half_load_users) * (label in (BASELINE_STAGE, *FINAL_VARIANTS))
+            extra += bool(config.mixed_users) * (label == FINAL_STAGE)
+            n = len(config.profiles) * (len(config.users) + extra)
+            name = label if config.rounds == 1 else f"{label}-r{r + 1}"
+            hook = hooks.get(label) if r == 0 else None  # the labels check: first round only
+            sessions.append(
+                Session(name, SERVERS[label], env, stage_steps(label), n, hook, round=r + 1)
+            )
     final = SERVERS[FINAL_STAGE]
     bench = ServerSpec(FINAL_STAGE, FINAL_STAGE, app_dir=".", app=BENCH_APP)  # the layers' app
     with_final = FINAL_STAGE in config.stages  # the sweep and the layers are the final stage's
@@ -168,10 +178,13 @@ def run_sessions(
             server.start()
             progress.left -= progress.RESTART_S
             steps = session.steps(server, rows)
+            first = len(rows)
             run_steps(
                 server, steps, config.duration, run_dir, payloads, session.name, progress,
                 into=rows,
             )  # fmt: skip
+            for row in rows[first:]:
+                row["round"] = session.round
             if session.after:
                 session.after(server)
         finally:
@@ -260,12 +273,17 @@ def check_labels(server: StageServer, config: BenchConfig, payloads: Path, out: 
         "texts": len(texts),
         "mismatches": sum(e.label != g["label"] for e, g in zip(expected, got, strict=True)),
         "max_score_diff": max(diffs),
+        "stage": server.label,
         "scorer": server_settings(server.stage, server.env)["scorer"],
         "server_model_version": sorted(versions),
         "model_version": model.version,
     }
     out.write_text(json.dumps(result, indent=2))
-    print(f"labels: {result['mismatches']} of {result['texts']} differ from sklearn's", flush=True)
+    print(
+        f"labels ({server.label}): {result['mismatches']} of {result['texts']} differ from "
+        f"sklearn's, largest score difference {result['max_score_diff']:.2g}",
+        flush=True,
+    )
     return result
 
 
@@ -286,7 +304,9 @@ def run(config: BenchConfig, run_dir: Path | None = None) -> tuple[Path, pd.Data
     payloads = ensure_payload_file(run_dir)
     hooks = {}
     if config.check_labels:
-        hooks[FINAL_STAGE] = lambda s: check_labels(s, config, payloads, run_dir / "labels.json")
+        for stage in dict.fromkeys([FINAL_STAGE, *config.labels_stages]):
+            out = run_dir / ("labels.json" if stage == FINAL_STAGE else f"labels-{stage}.json")
+            hooks[stage] = lambda s, out=out: check_labels(s, config, payloads, out)
     ceiling: list[dict] = []
     try:
         if config.ceiling_seconds > 0:
@@ -298,6 +318,10 @@ def run(config: BenchConfig, run_dir: Path | None = None) -> tuple[Path, pd.Data
             pd.DataFrame(ceiling).to_csv(run_dir / "ceiling.csv", index=False)
     finally:
         payloads.unlink(missing_ok=True)  # a cache of the test split: not a result
+    if hasattr(os, "getloadavg"):  # how busy the (shared) machine was by the end
+        machine = json.loads((run_dir / "machine.json").read_text())
+        machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        (run_dir / "machine.json").write_text(json.dumps(machine, indent=2))
     summary = write_tables(run_dir, rows)
     plots_dir = Path(config.plots_dir) if config.plots_dir else (
         run_dir / "plots" if config.quick else PLOTS_DIR
@@ -316,6 +340,9 @@ def report(run_dir: Path, plots_dir: Path | None = None) -> pd.DataFrame:
 
     run_dir = Path(run_dir)
     summary = read_table(run_dir)  # today's stage names, whatever the run called them
+    if has_rounds(summary):  # --rounds N: medians and ranges (rounds.md), targets on medians
+        write_round_files(run_dir, summary, FINAL_STAGE)
+        summary = collapse_rounds(summary)
     path = run_dir / "ceiling.csv"
     ceiling = best_ceiling(pd.read_csv(path) if path.is_file() else pd.DataFrame())
     path = run_dir / "labels.json"

@@ -42,7 +42,7 @@ SUMMARY_COLUMNS = [
     "max_ms", "mean_ms", "server_cpu_pct", "main_thread_cpu_pct", "worker_threads_cpu_pct",
     "server_rss_mb", "server_rss_max_mb",
     "client_cpu_pct", "cpu_ms_per_req", "mean_batch_size", "cpu0_others_pct", "cpu0_steal_pct",
-    "host_load_1m", "scorer", "bench_off",
+    "host_load_1m", "scorer", "bench_off", "round",
 ]  # fmt: skip
 
 
