@@ -3,21 +3,14 @@ the threshold, the size of a bigger search's vocabulary, the three broken artifa
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from functools import partial
 
 import pytest
+from answers import solution
 
 from sentiment_model import load_model
 
-SOLUTIONS = Path(__file__).resolve().parents[2] / "lessons" / "00_model" / "solutions"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"lesson_00_{name}", SOLUTIONS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+load = partial(solution, "00_model")
 
 
 def test_exercise_1_the_threshold_keeps_false_positives_under_10_percent(small_model_dir, splits):

@@ -3,22 +3,15 @@ a three-letter rule against every Rotten Tomatoes sentence (a validation change)
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from functools import partial
 from typing import Annotated
 
 import pandas as pd
 import pytest
+from answers import solution
 from pydantic import AfterValidator, BaseModel, ValidationError
 
-SOLUTIONS = Path(__file__).resolve().parents[2] / "lessons" / "02_validated" / "solutions"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"lesson_02_{name}", SOLUTIONS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+load = partial(solution, "02_validated")
 
 
 def test_exercise_1_about_one_in_six_imdb_reviews_is_refused(start_stage, splits):

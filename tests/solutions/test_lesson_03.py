@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from answers import solution
 from missing_tool import missing_tool
 from prometheus_client import CollectorRegistry
 
@@ -47,11 +47,7 @@ def test_exercise_2_a_safe_request_id_is_echoed(start_stage):
 
 
 def test_exercise_3_the_buckets_fit_the_data(splits):
-    spec = importlib.util.spec_from_file_location(
-        "lesson_03_text_chars", SOLUTIONS / "text_chars.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = solution("03_metrics", "text_chars")
     registry = CollectorRegistry()
     histogram = module.text_chars_histogram(registry)
     lengths = splits.test["text"].str.len()

@@ -4,22 +4,12 @@ solutions/README.md states. Fake models only: the whole file runs in a few secon
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-from pathlib import Path
-from types import ModuleType
+from functools import partial
 
 import pytest
+from answers import solution as lesson_solution
 
-SOLUTIONS = Path(__file__).resolve().parents[2] / "lessons" / "04_batched" / "solutions"
-
-
-def solution(name: str) -> ModuleType:
-    """A solution script, imported by path (the lesson folders are not packages)."""
-    spec = importlib.util.spec_from_file_location(f"lesson04_{name}", SOLUTIONS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+solution = partial(lesson_solution, "04_batched")
 
 
 def test_exercise_2_queue_wait_from_the_committed_ceiling() -> None:

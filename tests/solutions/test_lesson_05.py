@@ -3,22 +3,16 @@ solutions/README.md states. In-process, with the small test model: a few seconds
 
 from __future__ import annotations
 
-import importlib.util
+from functools import partial
 from pathlib import Path
-from types import ModuleType
 
 import yaml
+from answers import solution as lesson_solution
 
 SOLUTIONS = Path(__file__).resolve().parents[2] / "lessons" / "05_lifecycle" / "solutions"
 
 
-def solution(name: str) -> ModuleType:
-    """A solution script, imported by path (the lesson folders are not packages)."""
-    spec = importlib.util.spec_from_file_location(f"lesson05_{name}", SOLUTIONS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+solution = partial(lesson_solution, "05_lifecycle")
 
 
 def lifecycle_stage(start_stage) -> str:

@@ -3,20 +3,11 @@ its solutions/README.md states. In-process, no network, no model: well under a s
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
+from functools import partial
 
-SOLUTIONS = Path(__file__).resolve().parents[2] / "lessons" / "06_hardened" / "solutions"
+from answers import solution as lesson_solution
 
-
-def solution(name: str) -> ModuleType:
-    """lessons/06_hardened/solutions/<name>.py, imported by path (lessons/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"lesson06_{name}", SOLUTIONS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+solution = partial(lesson_solution, "06_hardened")
 
 
 def test_exercise_1_only_bodies_beyond_any_request_are_refused_before_parsing():

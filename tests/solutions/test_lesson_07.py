@@ -3,25 +3,15 @@ solutions/README.md states."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
+from functools import partial
 
 import pandas as pd
 import pytest
+from answers import solution as lesson_solution
 
 from sentiment_model import load_model
 
-SOLUTIONS = Path(__file__).resolve().parents[2] / "lessons" / "07_fast" / "solutions"
-
-
-def solution(name: str) -> ModuleType:
-    """lessons/07_fast/solutions/<name>.py, imported by path (lessons/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"lesson07_{name}", SOLUTIONS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+solution = partial(lesson_solution, "07_fast")
 
 
 def test_exercise_1_final_over_naive_at_every_ladder_step():

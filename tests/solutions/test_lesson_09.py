@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from answers import solution
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTION = ROOT / "lessons" / "09_scale_out" / "solutions" / "sizing.py"
 
 
 def load_solution():
-    spec = importlib.util.spec_from_file_location("lesson_09_sizing", SOLUTION)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return solution("09_scale_out", "sizing")
 
 
 def test_short_texts_give_the_lessons_four_replicas():

@@ -3,23 +3,13 @@ with what the committed run's headline-summary.csv and headline.md report."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
+from functools import partial
 
 import pandas as pd
 import pytest
+from answers import solution as lesson_solution
 
-SOLUTIONS = Path(__file__).resolve().parents[2] / "lessons" / "10_price" / "solutions"
-
-
-def solution(name: str) -> ModuleType:
-    """lessons/10_price/solutions/<name>.py, imported by path (lessons/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"lesson10_{name}", SOLUTIONS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+solution = partial(lesson_solution, "10_price")
 
 
 def test_exercise_2_the_median_of_paired_ratios_is_what_the_run_reports():

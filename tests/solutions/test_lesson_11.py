@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from answers import solution
 from missing_tool import missing_tool
 
 from monitoring.prom import find_binary
@@ -41,11 +42,7 @@ def test_its_model_version_is_the_committed_reference_s():
 
 def test_psi_of_few_texts_from_the_reference_is_noise_and_seven_percent_garbage_fires():
     """Exercises 2 and 3, as the answers state them."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("psi_noise", SOLUTIONS / "psi_noise.py")
-    psi_noise = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(psi_noise)
+    psi_noise = solution("11_monitoring", "psi_noise")
     few, enough = psi_noise.noise("tokens", 100), psi_noise.noise("tokens", 200)
     assert 0.09 < few["mean"] < 0.12 and 0.02 < few["share over 0.25"] < 0.05
     assert 0.04 < enough["mean"] < 0.055 and enough["share over 0.25"] < 0.002
