@@ -24,6 +24,7 @@ from multiworker import CONTAINER_COMMAND, DOCKERFILE, WorkerServer, image_env, 
 
 from serving import serve
 from serving.settings import Settings
+from serving.stages import FINAL_STAGE
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def test_image_runs_the_launcher_as_tasks_serve_does_as_a_non_root_user(monkeypa
     # The launcher, with the options `python3 tasks.py serve` gives it (the protocol class and
     # its limits are the launcher's defaults), on every address of the container.
     monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
-    served = [str(a) for a in tasks.server_argv("fast", "0.0.0.0", 8000, [])]
+    served = [str(a) for a in tasks.server_argv(FINAL_STAGE, "0.0.0.0", 8000, [])]
     assert CONTAINER_COMMAND[:3] == ["python", *served[1:3]] == ["python", "-m", "serving.serve"]
     assert serve.parse_args(CONTAINER_COMMAND[3:]) == serve.parse_args(served[3:])
     assert serve.parse_args(CONTAINER_COMMAND[3:]).http == serve.PROTOCOL
