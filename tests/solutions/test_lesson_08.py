@@ -6,22 +6,12 @@ tests/e2e/test_monitoring.py does."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from missing_tool import missing_tool
-
-from monitoring.prom import find_binary
+from missing_tool import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = ROOT / "lessons" / "08_debugging" / "solutions"
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess:
-    binary = find_binary("promtool")
-    if binary is None:
-        missing_tool("promtool not installed (Debian: apt-get install prometheus)")
-    return subprocess.run([binary, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_the_alert_is_a_valid_rule():

@@ -3,23 +3,13 @@ unit-tested by promtool (skipped where Prometheus is not installed, failed in CI
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from answers import solution
-from missing_tool import missing_tool
-
-from monitoring.prom import find_binary
+from missing_tool import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = ROOT / "lessons" / "11_monitoring" / "solutions"
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess:
-    binary = find_binary("promtool")
-    if binary is None:
-        missing_tool("promtool not installed (Debian: apt-get install prometheus)")
-    return subprocess.run([binary, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_the_alert_is_a_valid_rule():

@@ -7,23 +7,14 @@ installs it), as tests/e2e/test_monitoring.py does."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from missing_tool import missing_tool
+from missing_tool import promtool
 
-from monitoring.prom import find_binary
 from sentiment_model import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = ROOT / "lessons" / "12_rollout" / "solutions"
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess:
-    binary = find_binary("promtool")
-    if binary is None:
-        missing_tool("promtool not installed (Debian: apt-get install prometheus)")
-    return subprocess.run([binary, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_exercise_1_the_alert_is_valid_and_fires_only_when_the_shadow_keeps_skipping():

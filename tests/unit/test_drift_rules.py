@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from missing_tool import missing_tool
+from missing_tool import promtool
 
 from monitoring import drift_rules
-from monitoring.prom import find_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "monitoring" / "tests"
@@ -71,13 +70,6 @@ def test_every_bucket_of_the_reference_has_a_share_rule():
             assert f'{{signal: "{signal}", bucket: "{drift_rules.bucket_name(le)}"' in text
             assert f'{metric}_bucket{{le="{drift_rules.go_float(le)}"}}' in text
         assert math.isclose(sum(reference["signals"][signal]["fractions"]), 1.0)
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess:
-    binary = find_binary("promtool")
-    if binary is None:
-        missing_tool("promtool not installed (Debian: apt-get install prometheus)")
-    return subprocess.run([binary, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 def test_promtool_accepts_the_model_rules():
