@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pandas as pd
 
 from monitoring.faults import Traffic
@@ -127,24 +126,15 @@ def shuffled_label_model(dest: Path, splits=None, n: int = 500, seed: int = 0) -
     """Train the course's pipeline on ``n`` training rows whose labels are shuffled (a data
     pipeline that joined texts to the wrong labels) and export it into ``dest``: a valid,
     loadable artifact that has learnt nothing. A few seconds. Returns the model folder."""
-    from sentiment_model.artifact import export_model
-    from sentiment_model.data import Splits, load_splits
-    from sentiment_model.train import data_summary, fit
+    from sentiment_model.candidates import train_candidate  # the drills' candidates, lesson 12
 
-    splits = load_splits() if splits is None else splits
-    sample = splits.train.groupby(["source", "label"]).sample(n // 4, random_state=seed)
-    labels = np.random.default_rng(seed).permutation(sample["label"].to_numpy())
-    shuffled = sample.assign(label=labels)
-    pipeline = fit(shuffled)
-    small = Splits(shuffled, splits.validation.head(200), splits.test.head(200))
-    return export_model(
-        pipeline,
-        name="sentiment-shuffled",
-        hyperparameters={"note": "trained on shuffled labels: a bad deploy for lesson 11"},
-        data=data_summary(small),
-        metrics={},
-        models_root=Path(dest),
-        make_latest=False,
+    return train_candidate(
+        Path(dest),
+        rows_per_group=n // 4,
+        shuffle_labels=True,
+        seed=seed,
+        splits=splits,
+        test_rows=200,
     )
 
 
