@@ -642,7 +642,8 @@ PYTEST_VALUE_OPTIONS = {
     "-c", "-k", "-m", "-o", "-p", "-r", "-W", "--basetemp", "--capture", "--color",
     "--confcutdir", "--deselect", "--durations", "--durations-min", "--ignore", "--ignore-glob",
     "--import-mode", "--junit-xml", "--junitxml", "--log-file", "--log-level", "--maxfail",
-    "--override-ini", "--pythonwarnings", "--rootdir", "--tb", "--timeout",
+    "--override-ini", "--pythonwarnings", "--rootdir", "--tb", "--timeout", "-n",
+    "--numprocesses", "--dist",
 }  # fmt: skip
 # What makes a run less than the whole suite: a selection, or a run that executes no test.
 PYTEST_NOT_WHOLE = {
@@ -658,8 +659,8 @@ PYTEST_STOPS_EARLY = {"-x", "--exitfirst", "--maxfail"}
 # on a busy machine: the notebooks alone 17 min 14 s, while the fast loop took 114 s there
 # against about 40 s on a quiet one; scaled alike, about 6 of the whole suite's 11 minutes.
 NOTEBOOKS_NOTE = (
-    "the 8 notebooks run last and take about half of the time, so pytest's percentage is near "
-    "100 % when they start"
+    "the notebooks take about half of the time; the three drill notebooks run in a lane of "
+    "their own beside the rest"
 )
 
 
@@ -686,18 +687,26 @@ def pytest_selection(args: list[str]) -> tuple[bool, bool]:
     return whole, stops_early
 
 
+# The whole suite runs in two lanes (pytest-xdist): the three drill notebooks, which mostly wait
+# for Prometheus' windows and alerts, beside everything else in the order it always ran
+# (tests/conftest.py and notebooks/conftest.py give each test its lane).
+TWO_LANES = ["-n", "2", "--dist", "loadgroup"]
+
+
 def test(args: list[str]) -> int:
     """Run pytest, saying up front how long it takes and at the end how long it took; only a
-    whole run that ran to its end is recorded as the last full run."""
+    whole run that ran to its end is recorded as the last full run. The whole suite runs in
+    two lanes (:data:`TWO_LANES`) unless ``args`` say how to distribute (-n, -p no:xdist)."""
     setup()
     whole, stops_early = pytest_selection(args)
+    lanes = whole and not any(a.split("=")[0] in ("-n", "--numprocesses", "-p") for a in args)
     if whole:
         last = TEST_TIME.read_text().strip() if TEST_TIME.exists() else ""
         note = f"; the last full run here took {minutes(float(last))}" if last else ""
         print(f"tests: the whole suite takes {FULL_SUITE_ESTIMATE}{note}.", flush=True)
         print(f"tests: each file prints its name, then a dot per passed test; {NOTEBOOKS_NOTE}.")
     start = time.monotonic()
-    cmd = [PY, "-m", "pytest", *args]
+    cmd = [PY, "-m", "pytest", *(TWO_LANES if lanes else []), *args]
     print("+", " ".join(map(str, cmd)), flush=True)
     code = run_child(cmd, stop_is_clean=False)
     took = time.monotonic() - start

@@ -38,6 +38,17 @@ def _models_state() -> tuple[str, list[str]]:
     return (latest.read_text() if latest.is_file() else "", names)
 
 
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs in the main lane of the whole suite (tasks.py test runs the drill
+    notebooks in a lane of their own: notebooks/conftest.py)."""
+    for item in items:
+        if TESTS in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("main"))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Note the state of models/ and logs/ before any test runs."""
     config.stash[_MODELS_BEFORE] = _models_state()

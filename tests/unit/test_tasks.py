@@ -304,9 +304,15 @@ def test_the_last_full_run_is_recorded_only_for_a_whole_run(
     assert tasks.TEST_TIME.exists() == recorded
 
 
-def test_a_whole_run_says_the_notebooks_come_last(ready_venv, monkeypatch, capsys):
+def test_a_whole_run_says_the_drills_have_a_lane_of_their_own(ready_venv, monkeypatch, capsys):
     monkeypatch.setattr(tasks, "TEST_TIME", tasks.ROOT / "last-full-test-seconds")
     (tasks.ROOT / "models").mkdir()
     (tasks.ROOT / "models" / "LATEST").write_text("sentiment-abc\n")
     tasks.test([])
-    assert "notebooks run last and take about half of the time" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the three drill notebooks run in a lane of their own" in out
+    assert "-m pytest -n 2 --dist loadgroup" in out  # the whole suite: two lanes
+    tasks.test(["tests/unit"])
+    assert "-n 2" not in capsys.readouterr().out  # a selection: one process, as before
+    tasks.test(["-p", "no:xdist"])
+    assert "-n 2" not in capsys.readouterr().out  # the caller's own choice
