@@ -56,7 +56,7 @@ DEFAULT_STAGE = FINAL_STAGE
 READY_PATH = "/ready"
 EXIT_NOT_STARTED = 3  # as python -m serving.serve: the server never started (the port is taken)
 # Measured from a fresh clone (lessons/setup.md, "How long set-up takes", gives the figures).
-FULL_SUITE_ESTIMATE = "11 to 17 minutes on 2 cores (notebooks and load tests most of it)"
+FULL_SUITE_ESTIMATE = "about 15 minutes on 2 cores, in two lanes (notebooks and load tests most)"
 
 
 def run(*cmd: str | Path, **kw) -> None:
