@@ -54,7 +54,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import queue
 import random
 import threading
@@ -462,10 +461,7 @@ class Rollout:
         under the models root or INFERENCE_MODEL_DIR's parent."""
         if not body.strip():
             return None
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise ReloadError(422, "body is not JSON") from None
+        data = admin_json(body)
         if not isinstance(data, dict) or set(data) - {"model_dir"}:
             raise ReloadError(422, 'body must be {} or {"model_dir": "..."}')
         value = data.get("model_dir")
@@ -519,17 +515,23 @@ class Rollout:
         )
 
 
+def admin_json(body: bytes) -> object:
+    """An admin endpoint's body, parsed; ReloadError 422 when it is not JSON (or nested too
+    deep for the parser: an error of the caller, not of the server)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise ReloadError(422, "body is not JSON") from None
+
+
 def requested_fraction(body: bytes) -> float:
     """The body's ``fraction``: a number from 0 to 1 (ReloadError 422 otherwise)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise ReloadError(422, "body is not JSON") from None
+    data = admin_json(body)
     if not isinstance(data, dict) or set(data) != {"fraction"}:
         raise ReloadError(422, 'body must be {"fraction": <a number from 0 to 1>}')
     value = data["fraction"]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ReloadError(422, "fraction must be a number")
-    if not math.isfinite(value) or not 0 <= value <= 1:
+    if not 0 <= value <= 1:  # NaN fails it too; a huge integer is never made a float
         raise ReloadError(422, "fraction must be from 0 to 1")
-    return float(value)
+    return float(value) + 0.0  # -0.0 reads as 0.0

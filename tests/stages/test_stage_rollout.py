@@ -178,6 +178,7 @@ def test_admin_reload_needs_the_bearer_token(start_stage, headers, status):
     "body,problem",
     [
         (b"not json", "not JSON"),
+        (b"[" * 100_000, "not JSON"),  # too deep for the parser: still the caller's error
         (b"[1, 2]", "must be"),
         (b'{"model_dir": "x", "other": 1}', "must be"),
         (b'{"model_dir": 3}', "path string"),
@@ -395,6 +396,7 @@ def test_admin_canary_without_a_canary_is_409_and_says_so(start_stage, tmp_path)
     [
         (b"", "not JSON"),
         (b"not json", "not JSON"),
+        (b"[" * 100_000, "not JSON"),
         (b"[0.5]", "must be"),
         (b"{}", "must be"),
         (b'{"fraction": 0.5, "other": 1}', "must be"),
@@ -405,6 +407,7 @@ def test_admin_canary_without_a_canary_is_409_and_says_so(start_stage, tmp_path)
         (b'{"fraction": 1.01}', "from 0 to 1"),
         (b'{"fraction": NaN}', "from 0 to 1"),
         (b'{"fraction": Infinity}', "from 0 to 1"),
+        (b'{"fraction": 1' + b"0" * 400 + b"}", "from 0 to 1"),  # never made a float
     ],
 )
 def test_admin_canary_refuses_each_bad_body(start_stage, second_model_dir, body, problem):

@@ -291,3 +291,4 @@ def test_the_canary_body_is_a_fraction_from_0_to_1(body):
     assert refused.value.status == 422
     assert ro.requested_fraction(b'{"fraction": 0}') == 0.0
     assert ro.requested_fraction(b'{"fraction": 0.25}') == 0.25
+    assert str(ro.requested_fraction(b'{"fraction": -0.0}')) == "0.0"
