@@ -1,6 +1,6 @@
 """Stage 12, rollout (final): the monitored server plus a new model without dropping a request:
-hot reload (SIGHUP, POST /admin/reload), shadow scoring and a canary. lessons/12_rollout/README.md
-walks through it; the logic is in serving/rollout.py.
+hot reload (SIGHUP, POST /admin/reload), shadow scoring and a canary (POST /admin/canary sets its
+share). lessons/12_rollout/README.md walks through it; the logic is in serving/rollout.py.
 
 Run from the repository root:
     uvicorn inference_server:app --host 127.0.0.1 --port 8000
@@ -274,6 +274,11 @@ def create_app(settings: Settings | None = None, *, load_model=load_model) -> Fa
     async def admin_reload(request: Request) -> Response:
         # 404 unless INFERENCE_ADMIN_TOKEN is set; 401/403 without the right bearer token.
         return await rollout.admin_reload(request)
+
+    @app.post("/admin/canary", include_in_schema=False)
+    async def admin_canary(request: Request) -> Response:
+        # The same guard; {"fraction": 0..1}: the canary's share from the next request on.
+        return await rollout.admin_canary(request)
 
     # The prediction routes resolve one dependency, not three (Ready needs State, plus
     # RequestCtx): FastAPI's resolution cost more than the route's own code. The state and the

@@ -10,6 +10,10 @@ that a blip does not roll anything back), it acts once and exits:
 * by default it asks the server to reload its stable model: ``POST /admin/reload`` with the
   bearer token from ``$INFERENCE_ADMIN_TOKEN`` and ``{"model_dir": ...}`` (or ``{}``: the
   server's configured source), the way an operator would by hand;
+* with ``--canary-off`` it switches the server's canary off instead: ``POST /admin/canary``
+  with ``{"fraction": 0}`` and the same token. The next requests go to the stable model, those
+  already queued on the canary are still answered: no restart, nothing dropped. (With several
+  workers it reaches the one worker that answers: see serving/rollout.py.)
 * with ``--command "..."`` it runs that command instead (60 s at most), for rollouts that live
   outside the process: ``kubectl scale deployment/inference-canary --replicas=0``, or a script
   that restarts the server without its canary.
@@ -78,6 +82,23 @@ def admin_reload(server: str, token: str, model_dir: str | None = None) -> dict:
         raise RuntimeError(f"{e.code}: {e.read().decode(errors='replace')[:300]}") from None
 
 
+def canary_off(server: str, token: str) -> dict:
+    """``POST /admin/canary`` ``{"fraction": 0}``: the server's canary answers no more requests.
+    Returns the answer (``canary_version``, ``fraction``, ``previous_fraction``); raises
+    RuntimeError with the server's reason otherwise (409: no canary is loaded)."""
+    request = urllib.request.Request(
+        f"{server.rstrip('/')}/admin/canary",
+        data=json.dumps({"fraction": 0}).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"{e.code}: {e.read().decode(errors='replace')[:300]}") from None
+
+
 def run_command(command: str) -> dict:
     """Run ``command`` (no shell), 60 s at most; RuntimeError unless it exits 0."""
     done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=60)
@@ -138,21 +159,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prometheus", required=True, help="e.g. http://127.0.0.1:9090")
     parser.add_argument("--server", help="the server to reload, e.g. http://127.0.0.1:8000")
     parser.add_argument("--model-dir", help="the stable model to reload (default: its source)")
+    parser.add_argument(
+        "--canary-off",
+        action="store_true",
+        help="switch the server's canary off (POST /admin/canary) instead of the reload",
+    )
     parser.add_argument("--command", help="run this instead of the reload")
     parser.add_argument("--alert", action="append", help=f"default: {', '.join(ROLLBACK_ALERTS)}")
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--attempts", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.canary_off and (args.command or args.model_dir):
+        parser.error("--canary-off is its own action: without --command or --model-dir")
     if args.command:
         action = lambda: run_command(args.command)  # noqa: E731
     elif args.server:
         token = os.environ.get(TOKEN_ENV)
         if not token:
-            parser.error(f"${TOKEN_ENV} is not set: the reload needs the server's admin token")
-        action = lambda: admin_reload(args.server, token, args.model_dir)  # noqa: E731
+            parser.error(f"${TOKEN_ENV} is not set: the server's admin endpoints need its token")
+        if args.canary_off:
+            action = lambda: canary_off(args.server, token)  # noqa: E731
+        else:
+            action = lambda: admin_reload(args.server, token, args.model_dir)  # noqa: E731
     else:
-        parser.error("give --server (reload the stable model) or --command")
+        parser.error("give --server (reload the stable model, or --canary-off) or --command")
     names = tuple(args.alert or ROLLBACK_ALERTS)
     return watch(args.prometheus, action, names, args.interval, args.timeout, args.attempts)
 

@@ -31,7 +31,19 @@ Several workers: SIGHUP to the launcher reaches every started worker (the superv
 on, serving/serve.py), and each reloads from the configured source on its own; the admin
 endpoint reloads only the worker that answered it (send SIGHUP to reload them all).
 
-The canary and the shadow are fixed at start-up; a reload replaces the stable model only.
+``POST /admin/canary`` is guarded the same way (the same check: 404, 401, 403). Its body
+``{"fraction": f}``, ``0 <= f <= 1``, sets the canary's share from the next request on:
+``{"fraction": 0}`` rolls a bad canary back without a restart. Requests already queued on the
+canary's batcher are still answered by it, so nothing accepted is dropped. It answers 200
+``{"canary_version": v, "fraction": new, "previous_fraction": old}``, 409 when no canary model
+is loaded, 422 with the reason for a bad body. The gauge ``inference_canary_fraction`` (0 when no
+canary is loaded) follows it, and the log says ``canary_fraction_changed`` (old and new, and the
+trigger). Several workers: like the reload endpoint, it changes only the worker that answered it;
+the gauge is ``liveall`` (one series per live worker, label ``pid``), so a worker left on its old
+share shows.
+
+The canary's and the shadow's models are fixed at start-up (a canary is loaded only when its
+fraction is above 0 at start); a reload replaces the stable model only.
 """
 
 from __future__ import annotations
@@ -53,7 +65,7 @@ from typing import NamedTuple
 import numpy as np
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from sentiment_model import ModelLoadError, Prediction, SentimentModel
 from sentiment_model.artifact import MODELS_ROOT
@@ -83,7 +95,8 @@ class Scored(NamedTuple):
 
 
 class ReloadError(Exception):
-    """A reload could not run or its candidate was refused; ``status`` is the HTTP answer."""
+    """A reload or a canary switch could not run (or its candidate or body was refused);
+    ``status`` is the HTTP answer."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -120,6 +133,14 @@ class RolloutMetrics:
             "inference_shadow_skipped",
             "Texts chosen for shadow scoring but skipped: its queue was full.",
             registry=r,
+        )
+        # The canary's share now: one series per live worker (``pid``), since POST /admin/canary
+        # changes only the worker that answered it and a merged number would hide the others.
+        self.canary_fraction = Gauge(
+            "inference_canary_fraction",
+            "Share of request keys the canary answers (0 when none is loaded).",
+            registry=r,
+            multiprocess_mode="liveall",
         )
         for outcome in ("success", "failure"):  # export zeros, so rate() works from the start
             self.reloads.labels(outcome)
@@ -224,6 +245,8 @@ class Rollout:
         self.stable: SentimentModel | None = None
         self.canary: SentimentModel | None = None
         self.canary_batcher: DynamicBatcher[Scored] | None = None
+        # The canary's share, read by submit() for each request: POST /admin/canary changes it.
+        self.canary_fraction = settings.canary_fraction
         self.shadow: Shadow | None = None
         self.lock = asyncio.Lock()
         self.again = False  # a SIGHUP came during a reload: read the source once more after it
@@ -256,7 +279,7 @@ class Rollout:
     ) -> Submission[Scored]:
         """Score ``texts`` with the canary if ``key`` falls in its share, else the stable."""
         role, batcher = "stable", stable
-        if self.canary_batcher is not None and canary_bucket(key) < self.settings.canary_fraction:
+        if self.canary_batcher is not None and canary_bucket(key) < self.canary_fraction:
             role, batcher = "canary", self.canary_batcher
         submission = await batcher.submit(texts, timeout)
         # A batch request's texts may ride in two batches, one on each side of a reload: then
@@ -281,6 +304,7 @@ class Rollout:
             if self.canary is not None:
                 self.canary_batcher = make_batcher(self.predict_canary)
                 await self.canary_batcher.start()
+        self.metrics.canary_fraction.set(self.canary_fraction if self.canary else 0.0)
         if s.shadow_model_dir is not None and s.shadow_fraction > 0:
             candidate = await self._candidate(s.shadow_model_dir, "shadow", model)
             if candidate is not None:
@@ -405,8 +429,10 @@ class Rollout:
             roots.append(Path(self.settings.model_dir).absolute().parent.resolve())
         return roots
 
-    async def admin_reload(self, request: Request) -> Response:
-        """``POST /admin/reload`` (404 unless INFERENCE_ADMIN_TOKEN is set): see the lesson."""
+    def refused(self, request: Request) -> Response | None:
+        """The admin endpoints' guard: 404 unless INFERENCE_ADMIN_TOKEN is set, 401 without an
+        ``Authorization: Bearer`` token, 403 with a wrong one (compared in constant time);
+        None when the caller may go on."""
         token = self.settings.admin_token
         if token is None:
             return JSONResponse({"detail": "Not Found"}, 404)
@@ -417,6 +443,12 @@ class Rollout:
             )
         if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
             return JSONResponse({"detail": "wrong token"}, 403)
+        return None
+
+    async def admin_reload(self, request: Request) -> Response:
+        """``POST /admin/reload`` (404 unless INFERENCE_ADMIN_TOKEN is set): see the lesson."""
+        if (refusal := self.refused(request)) is not None:
+            return refusal
         try:
             path = self._requested_dir(await request.body())
             new, old = await self.reload(path, trigger="admin")
@@ -429,10 +461,7 @@ class Rollout:
         under the models root or INFERENCE_MODEL_DIR's parent."""
         if not body.strip():
             return None
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise ReloadError(422, "body is not JSON") from None
+        data = admin_json(body)
         if not isinstance(data, dict) or set(data) - {"model_dir"}:
             raise ReloadError(422, 'body must be {} or {"model_dir": "..."}')
         value = data.get("model_dir")
@@ -444,3 +473,65 @@ class Rollout:
         if not any(resolved.is_relative_to(root) for root in self.allowed_roots()):
             raise ReloadError(422, "model_dir is outside the model roots")
         return Path(value)
+
+    # --- POST /admin/canary -----------------------------------------------------------------
+    def set_canary_fraction(self, fraction: float, trigger: str = "admin") -> tuple[float, float]:
+        """Give the canary ``fraction`` of the request keys from the next request on; returns
+        (new, previous). Requests already queued on the canary's batcher are answered by it.
+        Raises ReloadError(409) when no canary model is loaded."""
+        if self.canary is None or self.canary_batcher is None:
+            raise ReloadError(
+                409,
+                "no canary model is loaded (INFERENCE_CANARY_MODEL_DIR unset, its fraction 0 at "
+                "start-up, or it failed its checks)",
+            )
+        previous, self.canary_fraction = self.canary_fraction, fraction
+        self.metrics.canary_fraction.set(fraction)
+        self.log.info(
+            "canary_fraction_changed",
+            extra={
+                "trigger": trigger,
+                "canary_version": self.canary.version,
+                "fraction": fraction,
+                "previous_fraction": previous,
+            },
+        )
+        return fraction, previous
+
+    async def admin_canary(self, request: Request) -> Response:
+        """``POST /admin/canary`` ``{"fraction": f}``: guarded like ``/admin/reload``; 200 with
+        the canary's version and the new and previous fractions, 409 without a canary, 422 for
+        a bad body."""
+        if (refusal := self.refused(request)) is not None:
+            return refusal
+        try:
+            fraction = requested_fraction(await request.body())
+            new, old = self.set_canary_fraction(fraction)
+        except ReloadError as e:
+            return JSONResponse({"detail": e.reason}, e.status)
+        assert self.canary is not None
+        return JSONResponse(
+            {"canary_version": self.canary.version, "fraction": new, "previous_fraction": old}
+        )
+
+
+def admin_json(body: bytes) -> object:
+    """An admin endpoint's body, parsed; ReloadError 422 when it is not JSON (or nested too
+    deep for the parser: an error of the caller, not of the server)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise ReloadError(422, "body is not JSON") from None
+
+
+def requested_fraction(body: bytes) -> float:
+    """The body's ``fraction``: a number from 0 to 1 (ReloadError 422 otherwise)."""
+    data = admin_json(body)
+    if not isinstance(data, dict) or set(data) != {"fraction"}:
+        raise ReloadError(422, 'body must be {"fraction": <a number from 0 to 1>}')
+    value = data["fraction"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ReloadError(422, "fraction must be a number")
+    if not 0 <= value <= 1:  # NaN fails it too; a huge integer is never made a float
+        raise ReloadError(422, "fraction must be from 0 to 1")
+    return float(value) + 0.0  # -0.0 reads as 0.0

@@ -103,10 +103,12 @@ class Settings(BaseSettings):
         ge=0,
         le=1,
         description="Share of request keys (X-Canary-Key, else the request id) "
-        "answered by the canary.",
+        "answered by the canary, at start-up (POST /admin/canary changes it).",
     )
     admin_token: SecretStr | None = Field(
-        None, description="Enables POST /admin/reload for callers with this bearer token."
+        None,
+        description="Enables POST /admin/reload and POST /admin/canary for callers with this "
+        "bearer token.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_text: bool = Field(False, description="Log the raw review text (off: privacy, log size).")

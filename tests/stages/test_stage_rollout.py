@@ -178,6 +178,7 @@ def test_admin_reload_needs_the_bearer_token(start_stage, headers, status):
     "body,problem",
     [
         (b"not json", "not JSON"),
+        (b"[" * 100_000, "not JSON"),  # too deep for the parser: still the caller's error
         (b"[1, 2]", "must be"),
         (b'{"model_dir": "x", "other": 1}', "must be"),
         (b'{"model_dir": 3}', "path string"),
@@ -342,3 +343,166 @@ def test_the_admin_token_is_never_logged(start_stage, tmp_path):
         pass
     flush_logs()
     assert TOKEN not in log_path.read_text(encoding="utf-8")
+
+
+# --- POST /admin/canary: the canary's share at run time -------------------------------------
+def canary_settings(second_model_dir, fraction: float = 0.5, **more) -> dict:
+    return {
+        "canary_model_dir": second_model_dir,
+        "canary_fraction": fraction,
+        "admin_token": TOKEN,
+    } | more
+
+
+def keyed(client, key: str) -> str:
+    """The version that answers a caller with ``key``."""
+    answer = client.post("/predict", json={"text": "ok"}, headers={"X-Canary-Key": key})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["model_version"]
+
+
+def test_admin_canary_is_off_without_a_token(start_stage, second_model_dir):
+    settings = canary_settings(second_model_dir, admin_token=None)
+    with start_stage(STAGE, **settings) as client:
+        assert client.post("/admin/canary", headers=AUTH, json={"fraction": 0}).status_code == 404
+        assert client.app.state.rollout.canary_fraction == 0.5
+
+
+def test_admin_canary_without_a_bearer_token_is_401(start_stage, second_model_dir):
+    with start_stage(STAGE, **canary_settings(second_model_dir)) as client:
+        answer = client.post("/admin/canary", json={"fraction": 0})
+        assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+        assert client.app.state.rollout.canary_fraction == 0.5
+
+
+def test_admin_canary_with_a_wrong_token_is_403(start_stage, second_model_dir):
+    with start_stage(STAGE, **canary_settings(second_model_dir)) as client:
+        wrong = {"Authorization": f"Bearer {TOKEN}x"}
+        assert client.post("/admin/canary", headers=wrong, json={"fraction": 0}).status_code == 403
+        assert client.app.state.rollout.canary_fraction == 0.5
+
+
+def test_admin_canary_without_a_canary_is_409_and_says_so(start_stage, tmp_path):
+    log_path = tmp_path / "r.log"
+    with start_stage(STAGE, admin_token=TOKEN, log_path=log_path) as client:
+        answer = client.post("/admin/canary", headers=AUTH, json={"fraction": 0})
+        assert answer.status_code == 409 and "no canary model" in answer.json()["detail"]
+        assert samples(client, "inference_canary_fraction") == {(): 0.0}
+    assert events(log_path, "canary_fraction_changed") == []
+
+
+@pytest.mark.parametrize(
+    "body,problem",
+    [
+        (b"", "not JSON"),
+        (b"not json", "not JSON"),
+        (b"[" * 100_000, "not JSON"),
+        (b"[0.5]", "must be"),
+        (b"{}", "must be"),
+        (b'{"fraction": 0.5, "other": 1}', "must be"),
+        (b'{"fraction": "0.5"}', "a number"),
+        (b'{"fraction": true}', "a number"),
+        (b'{"fraction": null}', "a number"),
+        (b'{"fraction": -0.1}', "from 0 to 1"),
+        (b'{"fraction": 1.01}', "from 0 to 1"),
+        (b'{"fraction": NaN}', "from 0 to 1"),
+        (b'{"fraction": Infinity}', "from 0 to 1"),
+        (b'{"fraction": 1' + b"0" * 400 + b"}", "from 0 to 1"),  # never made a float
+    ],
+)
+def test_admin_canary_refuses_each_bad_body(start_stage, second_model_dir, body, problem):
+    with start_stage(STAGE, **canary_settings(second_model_dir)) as client:
+        answer = client.post("/admin/canary", headers=AUTH, content=body)
+        assert answer.status_code == 422 and problem in answer.json()["detail"], answer.text
+        assert client.app.state.rollout.canary_fraction == 0.5
+
+
+def test_admin_canary_sets_the_share_the_gauge_and_the_log(
+    start_stage, tmp_path, small_model_dir, second_model_dir
+):
+    stable, canary = version_of(small_model_dir), version_of(second_model_dir)
+    log_path = tmp_path / "r.log"
+    keys = [f"user-{i}" for i in range(40)]
+    with start_stage(STAGE, **canary_settings(second_model_dir, log_path=log_path)) as client:
+        assert samples(client, "inference_canary_fraction") == {(): 0.5}
+        before = {key: keyed(client, key) for key in keys}
+        assert set(before.values()) == {stable, canary}
+        answer = client.post("/admin/canary", headers=AUTH, json={"fraction": 0})
+        assert answer.status_code == 200
+        assert answer.json() == {
+            "canary_version": canary,
+            "fraction": 0.0,
+            "previous_fraction": 0.5,
+        }
+        assert samples(client, "inference_canary_fraction") == {(): 0.0}
+        assert {keyed(client, key) for key in keys} == {stable}  # the very next requests
+        # And back: an integer is a number too; each key lands where it did before.
+        answer = client.post("/admin/canary", headers=AUTH, json={"fraction": 1})
+        assert answer.json() == {
+            "canary_version": canary,
+            "fraction": 1.0,
+            "previous_fraction": 0.0,
+        }
+        assert {keyed(client, key) for key in keys} == {canary}
+        client.post("/admin/canary", headers=AUTH, json={"fraction": 0.5})
+        assert {key: keyed(client, key) for key in keys} == before
+    changes = events(log_path, "canary_fraction_changed")
+    assert [(c["previous_fraction"], c["fraction"]) for c in changes] == [
+        (0.5, 0.0),
+        (0.0, 1.0),
+        (1.0, 0.5),
+    ]
+    assert {(c["trigger"], c["canary_version"]) for c in changes} == {("admin", canary)}
+
+
+def test_switching_the_canary_off_loses_no_request_it_already_accepted(
+    start_stage, small_model_dir, second_model_dir
+):
+    stable, canary = version_of(small_model_dir), version_of(second_model_dir)
+    hold, entered, release = threading.Event(), threading.Event(), threading.Event()
+
+    def loader(path=None):
+        model = load_model(path)
+        if path == second_model_dir:  # the canary: its batches wait while `hold` is set
+            score = model.predict_with_signals
+
+            def held(texts):
+                if hold.is_set():
+                    entered.set()
+                    release.wait(10)
+                return score(texts)
+
+            model.predict_with_signals = held
+        return model
+
+    settings = canary_settings(second_model_dir, fraction=1.0)
+    with start_stage(STAGE, load_model=loader, **settings) as client:
+        rollout = client.app.state.rollout
+        hold.set()
+        answers: dict[str, object] = {}
+
+        def ask(key: str) -> None:
+            answers[key] = client.post(
+                "/predict", json={"text": "ok"}, headers={"X-Canary-Key": key}
+            )
+
+        callers = [threading.Thread(target=ask, args=(f"early-{i}",)) for i in range(6)]
+        callers[0].start()  # its batch runs on the canary, held
+        start_stage.wait_until(entered.is_set, "the canary's batch started")
+        for caller in callers[1:]:
+            caller.start()  # queued behind it on the canary's batcher
+        start_stage.wait_until(lambda: rollout.canary_batcher.queue_depth == 5, "queued")
+        switched = client.post("/admin/canary", headers=AUTH, json={"fraction": 0})
+        assert switched.json()["previous_fraction"] == 1.0
+        # The next requests go to the stable model, answered while the canary is still held.
+        assert {keyed(client, f"late-{i}") for i in range(6)} == {stable}
+        assert not answers
+        release.set()
+        for caller in callers:
+            caller.join(20)
+        counted = samples(client, "inference_version_requests_total")
+    assert sorted(answers) == sorted(f"early-{i}" for i in range(6))
+    assert all(a.status_code == 200 for a in answers.values())  # none lost
+    assert {a.json()["model_version"] for a in answers.values()} == {canary}
+    assert counted[(("role", "canary"), ("version", canary))] == 6
+    assert counted[(("role", "stable"), ("version", stable))] == 6

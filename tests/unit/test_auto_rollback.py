@@ -128,3 +128,52 @@ def test_the_reload_needs_the_token(monkeypatch):
     with pytest.raises(SystemExit) as e:
         auto_rollback.main(["--prometheus", "http://x", "--server", "http://y"])
     assert e.value.code == 2
+
+
+def test_canary_off_switches_the_canary_off_through_the_server(capsys, monkeypatch):
+    script = [alerts(), alerts(alert("InferenceCanaryErrorRatioHigh", "firing"))]
+    switched = [
+        (200, {"canary_version": "cccccccccccc", "fraction": 0.0, "previous_fraction": 0.3})
+    ]
+    monkeypatch.setenv("INFERENCE_ADMIN_TOKEN", "s3cret")
+    with fake(script) as (prom, polls), fake(switched) as (server, posts):
+        args = ["--prometheus", prom, "--server", server, "--canary-off", "--interval", "0.01"]
+        code = auto_rollback.main(args)
+    assert code == auto_rollback.EXIT_ROLLED_BACK and len(polls) == 2
+    [(path, headers, body)] = posts
+    assert path == "/admin/canary" and headers["Authorization"] == "Bearer s3cret"
+    assert json.loads(body) == {"fraction": 0}
+    done = log_lines(capsys)[-1]
+    assert done["event"] == "auto_rollback_done"
+    assert (done["canary_version"], done["fraction"], done["previous_fraction"]) == (
+        "cccccccccccc",
+        0.0,
+        0.3,
+    )
+
+
+def test_canary_off_without_a_canary_on_the_server_fails_and_says_why(capsys):
+    none = [(409, {"detail": "no canary model is loaded"})]
+    script = [alerts(alert("InferenceCanaryErrorRatioHigh", "firing"))]
+    with fake(script) as (prom, _), fake(none) as (server, posts):
+        code = auto_rollback.watch(
+            prom, lambda: auto_rollback.canary_off(server, "t"), interval=0.01, attempts=2
+        )
+    assert code == auto_rollback.EXIT_ACTION_FAILED and len(posts) == 2
+    failed = [e for e in log_lines(capsys) if e["event"] == "auto_rollback_failed"]
+    assert "409" in failed[0]["error"] and "no canary" in failed[0]["error"]
+
+
+@pytest.mark.parametrize(
+    "extra", [["--command", "true"], ["--model-dir", "models/sentiment-a"], []]
+)
+def test_canary_off_is_its_own_action_and_needs_the_token(monkeypatch, extra):
+    if extra:
+        monkeypatch.setenv("INFERENCE_ADMIN_TOKEN", "s3cret")
+    else:
+        monkeypatch.delenv("INFERENCE_ADMIN_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as e:
+        auto_rollback.main(
+            ["--prometheus", "http://x", "--server", "http://y", "--canary-off", *extra]
+        )
+    assert e.value.code == 2

@@ -244,3 +244,51 @@ def test_a_sighup_before_the_model_serves_is_logged_not_lost(caplog):
     asyncio.run(main())
     [line] = [r for r in caplog.records if r.getMessage() == "model_reload_failed"]
     assert line.reason == "no model is serving yet"
+
+
+def test_the_canary_share_set_at_run_time_applies_to_the_next_submission(caplog):
+    caplog.set_level(logging.INFO, logger="test.rollout")
+
+    async def main() -> list[str]:
+        rollout = make_rollout(canary_fraction=1.0)
+        rollout.stable, rollout.canary = FakeModel("stable"), FakeModel("canary")
+        stable = DynamicBatcher(rollout.predict_stable, max_batch_size=8, max_queue=64)
+        rollout.canary_batcher = DynamicBatcher(
+            rollout.predict_canary, max_batch_size=8, max_queue=64
+        )
+        for batcher in (stable, rollout.canary_batcher):
+            await batcher.start()
+        seen = []
+        for fraction in (None, 0.0, 1.0):
+            if fraction is not None:
+                rollout.set_canary_fraction(fraction, trigger="test")
+            seen.append((await rollout.submit(stable, ["good"], "user-1", 5)).results[0].version)
+        for batcher in (stable, rollout.canary_batcher):
+            await batcher.stop(1)
+        assert rollout.metrics.canary_fraction._value.get() == 1.0
+        return seen
+
+    assert asyncio.run(main()) == ["canary", "stable", "canary"]
+    changes = [r for r in caplog.records if r.getMessage() == "canary_fraction_changed"]
+    assert [(c.previous_fraction, c.fraction, c.trigger) for c in changes] == [
+        (1.0, 0.0, "test"),
+        (0.0, 1.0, "test"),
+    ]
+
+
+def test_without_a_canary_the_share_cannot_be_set():
+    rollout = make_rollout(canary_fraction=0.5)
+    with pytest.raises(ro.ReloadError) as refused:
+        rollout.set_canary_fraction(0.0)
+    assert refused.value.status == 409 and "no canary model" in refused.value.reason
+    assert rollout.canary_fraction == 0.5
+
+
+@pytest.mark.parametrize("body", [b"0.5", b'{"fraction": 1e400}', b'{"fraction": [0.5]}'])
+def test_the_canary_body_is_a_fraction_from_0_to_1(body):
+    with pytest.raises(ro.ReloadError) as refused:
+        ro.requested_fraction(body)
+    assert refused.value.status == 422
+    assert ro.requested_fraction(b'{"fraction": 0}') == 0.0
+    assert ro.requested_fraction(b'{"fraction": 0.25}') == 0.25
+    assert str(ro.requested_fraction(b'{"fraction": -0.0}')) == "0.0"
